@@ -1,0 +1,401 @@
+//! Configuration: the directive table, the configuration structures, merging and the checks
+//! that make `nginx -t` catch every mistake.
+
+use core::ffi::{c_char, c_void};
+use core::mem::offset_of;
+use core::ptr::{self, addr_of_mut};
+
+use ngx::core::{NgxStr, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_enum_t, ngx_conf_set_enum_slot, ngx_conf_set_msec_slot,
+    ngx_conf_set_sec_slot, ngx_conf_t, ngx_http_complex_value_t, ngx_http_set_complex_value_slot,
+    ngx_msec_t, ngx_str_t, ngx_uint_t, time_t, NGX_CONF_1MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+    NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::ngx_string;
+
+use crate::properties;
+use crate::record::{is_legal_topic, TopicPattern, ValueFormat};
+use crate::Module;
+
+const UNSET_UINT: ngx_uint_t = ngx_uint_t::MAX;
+const UNSET_MSEC: ngx_msec_t = ngx_msec_t::MAX;
+const UNSET_SEC: time_t = -1;
+
+/// `http`-level settings: one producer per worker is built from these.
+pub struct MainConf {
+    /// `kafka_brokers`, joined as librdkafka's `bootstrap.servers`.
+    pub brokers: Option<String>,
+    /// `kafka_option` pairs, in configuration order, each validated by librdkafka.
+    pub options: Vec<(String, String)>,
+    /// `kafka_flush_timeout`: how long a worker that exits waits for deliveries.
+    pub flush_timeout: ngx_msec_t,
+    /// Whether any location has `kafka_ingest`; without one, workers start no producer.
+    pub ingest: bool,
+}
+
+impl Default for MainConf {
+    fn default() -> Self {
+        MainConf {
+            brokers: None,
+            options: Vec::new(),
+            flush_timeout: UNSET_MSEC,
+            ingest: false,
+        }
+    }
+}
+
+/// Per-location settings; all but `kafka_ingest` are inherited.
+pub struct LocationConf {
+    /// Where `kafka_ingest` appears (file and line), for error messages at merge time.
+    pub ingest_at: Option<(String, usize)>,
+    pub topic: *mut ngx_http_complex_value_t,
+    pub key: *mut ngx_http_complex_value_t,
+    pub allowed_topics: Option<Vec<TopicPattern>>,
+    pub value_format: ngx_uint_t,
+    pub retry_after: time_t,
+}
+
+impl Default for LocationConf {
+    fn default() -> Self {
+        LocationConf {
+            ingest_at: None,
+            topic: ptr::null_mut(),
+            key: ptr::null_mut(),
+            allowed_topics: None,
+            value_format: UNSET_UINT,
+            retry_after: UNSET_SEC,
+        }
+    }
+}
+
+impl LocationConf {
+    pub fn value_format(&self) -> ValueFormat {
+        if self.value_format == VALUE_FORMAT_BODY_DATA {
+            ValueFormat::BodyData
+        } else {
+            ValueFormat::Raw
+        }
+    }
+}
+
+const VALUE_FORMAT_RAW: ngx_uint_t = 0;
+const VALUE_FORMAT_BODY_DATA: ngx_uint_t = 1;
+
+static mut VALUE_FORMATS: [ngx_conf_enum_t; 3] = [
+    ngx_conf_enum_t {
+        name: ngx_string!("raw"),
+        value: VALUE_FORMAT_RAW,
+    },
+    ngx_conf_enum_t {
+        name: ngx_string!("body_data"),
+        value: VALUE_FORMAT_BODY_DATA,
+    },
+    ngx_conf_enum_t {
+        name: ngx_str_t {
+            len: 0,
+            data: ptr::null_mut(),
+        },
+        value: 0,
+    },
+];
+
+const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+/// The directive table.
+pub static mut COMMANDS: [ngx_command_t; 10] = [
+    ngx_command_t {
+        name: ngx_string!("kafka_brokers"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(set_brokers),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_option"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
+        set: Some(set_option),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_flush_timeout"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_conf_set_msec_slot),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: offset_of!(MainConf, flush_timeout),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_ingest"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_ingest),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_topic"),
+        type_: (ANY_LEVEL | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_http_set_complex_value_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocationConf, topic),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_allowed_topics"),
+        type_: (ANY_LEVEL | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(set_allowed_topics),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_key"),
+        type_: (ANY_LEVEL | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_http_set_complex_value_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocationConf, key),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_value_format"),
+        type_: (ANY_LEVEL | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_conf_set_enum_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocationConf, value_format),
+        post: addr_of_mut!(VALUE_FORMATS) as *mut c_void,
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_retry_after"),
+        type_: (ANY_LEVEL | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_conf_set_sec_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocationConf, retry_after),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t::empty(),
+];
+
+/// The directive's arguments, name first.
+fn args(cf: &ngx_conf_t) -> &[ngx_str_t] {
+    // SAFETY: while a directive is being handled, `cf.args` holds its arguments as `ngx_str_t`.
+    unsafe { (*cf.args).as_slice() }
+}
+
+fn bytes(s: &ngx_str_t) -> &[u8] {
+    // SAFETY: configuration strings point into the parsed configuration, alive for the cycle.
+    unsafe { NgxStr::from_ngx_str(*s) }.as_bytes()
+}
+
+fn text(s: &ngx_str_t) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(bytes(s))
+}
+
+/// Logs an `[emerg]` line with the current file and line, and fails the directive.
+fn emerg(cf: &mut ngx_conf_t, message: std::fmt::Arguments) -> *mut c_char {
+    ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", message);
+    NGX_CONF_ERROR
+}
+
+fn invalid_value(cf: &mut ngx_conf_t, value: &ngx_str_t) -> *mut c_char {
+    let directive = text(&args(cf)[0]).into_owned();
+    let value = text(value).into_owned();
+    emerg(
+        cf,
+        format_args!("invalid value \"{value}\" in \"{directive}\" directive"),
+    )
+}
+
+extern "C" fn set_brokers(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the parser state and this module's main configuration.
+    let (cf, mcf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
+    if mcf.brokers.is_some() {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    let mut list = Vec::new();
+    for i in 1..args(cf).len() {
+        let arg = args(cf)[i];
+        let broker = text(&arg);
+        if !properties::is_broker_address(&broker) {
+            return invalid_value(cf, &arg);
+        }
+        list.push(broker.into_owned());
+    }
+    mcf.brokers = Some(list.join(","));
+    NGX_CONF_OK
+}
+
+extern "C" fn set_option(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the parser state and this module's main configuration.
+    let (cf, mcf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
+    let (name, value) = {
+        let a = args(cf);
+        (text(&a[1]).into_owned(), text(&a[2]).into_owned())
+    };
+    if mcf.options.iter().any(|(n, _)| *n == name) {
+        return emerg(
+            cf,
+            format_args!("duplicate librdkafka property \"{name}\" in \"kafka_option\" directive"),
+        );
+    }
+    if let Err(reason) = properties::check(&name, &value) {
+        return emerg(
+            cf,
+            format_args!("invalid \"kafka_option\" \"{name}\" \"{value}\": {reason}"),
+        );
+    }
+    mcf.options.push((name, value));
+    NGX_CONF_OK
+}
+
+extern "C" fn set_ingest(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the parser state and this module's location configuration.
+    let (cf, lcf) = unsafe { (&mut *cf, &mut *conf.cast::<LocationConf>()) };
+    if lcf.ingest_at.is_some() {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    // SAFETY: a directive is always parsed from a file; `conf_file` is valid while parsing.
+    let (file, line) = unsafe {
+        let f = &*cf.conf_file;
+        (text(&f.file.name).into_owned(), f.line)
+    };
+    lcf.ingest_at = Some((file, line));
+
+    let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) else {
+        return NGX_CONF_ERROR;
+    };
+    clcf.handler = Some(crate::http::ingest_handler);
+
+    if let Some(mcf) = Module::main_conf_mut(cf) {
+        mcf.ingest = true;
+    }
+    NGX_CONF_OK
+}
+
+extern "C" fn set_allowed_topics(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the parser state and this module's location configuration.
+    let (cf, lcf) = unsafe { (&mut *cf, &mut *conf.cast::<LocationConf>()) };
+    if lcf.allowed_topics.is_some() {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    let mut patterns = Vec::new();
+    for i in 1..args(cf).len() {
+        let arg = args(cf)[i];
+        match TopicPattern::parse(bytes(&arg)) {
+            Some(p) => patterns.push(p),
+            None => return invalid_value(cf, &arg),
+        }
+    }
+    lcf.allowed_topics = Some(patterns);
+    NGX_CONF_OK
+}
+
+/// Sets `kafka_flush_timeout`'s default once the `http` block is parsed.
+pub fn init_main(mcf: &mut MainConf) -> *mut c_char {
+    if mcf.flush_timeout == UNSET_MSEC {
+        mcf.flush_timeout = 10_000;
+    }
+    NGX_CONF_OK
+}
+
+/// Inherits unset values from the enclosing level, then checks that an ingest location has
+/// everything it needs.
+///
+/// # Safety
+/// `cf` must be the configuration being merged, with this module's main configuration.
+pub unsafe fn merge_location(
+    cf: &mut ngx_conf_t,
+    prev: &LocationConf,
+    conf: &mut LocationConf,
+) -> *mut c_char {
+    if conf.topic.is_null() {
+        conf.topic = prev.topic;
+    }
+    if conf.key.is_null() {
+        conf.key = prev.key;
+    }
+    if conf.allowed_topics.is_none() {
+        conf.allowed_topics = prev.allowed_topics.clone();
+    }
+    if conf.value_format == UNSET_UINT {
+        conf.value_format = if prev.value_format == UNSET_UINT {
+            VALUE_FORMAT_RAW
+        } else {
+            prev.value_format
+        };
+    }
+    if conf.retry_after == UNSET_SEC {
+        conf.retry_after = if prev.retry_after == UNSET_SEC {
+            1
+        } else {
+            prev.retry_after
+        };
+    }
+
+    let Some((file, line)) = conf.ingest_at.clone() else {
+        return NGX_CONF_OK;
+    };
+    let at = format!("in {file}:{line}");
+    let fail = |cf: &mut ngx_conf_t, what: std::fmt::Arguments| {
+        // SAFETY: `cf.log` is the configuration log while nginx merges.
+        ngx::ngx_log_error!(NGX_LOG_EMERG, cf.log, "{what} {at}");
+        NGX_CONF_ERROR
+    };
+
+    let has_brokers = Module::main_conf(cf).is_some_and(|m| m.brokers.is_some());
+    if !has_brokers {
+        return fail(cf, format_args!("\"kafka_ingest\" requires \"kafka_brokers\""));
+    }
+    // SAFETY: a non-null complex value was compiled by `ngx_http_set_complex_value_slot`.
+    let Some(topic) = (unsafe { conf.topic.as_ref() }) else {
+        return fail(cf, format_args!("\"kafka_ingest\" requires \"kafka_topic\""));
+    };
+    if topic.lengths.is_null() {
+        let name = bytes(&topic.value);
+        let name_text = String::from_utf8_lossy(name).into_owned();
+        if !is_legal_topic(name) {
+            return fail(
+                cf,
+                format_args!("invalid topic name \"{name_text}\" in \"kafka_topic\" directive"),
+            );
+        }
+        if let Some(list) = &conf.allowed_topics {
+            if !list.iter().any(|p| p.matches(name)) {
+                return fail(
+                    cf,
+                    format_args!("topic \"{name_text}\" is not in \"kafka_allowed_topics\""),
+                );
+            }
+        }
+    } else if conf.allowed_topics.is_none() {
+        return fail(
+            cf,
+            format_args!(
+                "\"kafka_topic\" with variables requires \"kafka_allowed_topics\", so that \
+                 clients cannot name any topic"
+            ),
+        );
+    }
+    NGX_CONF_OK
+}
