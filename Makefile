@@ -1,0 +1,46 @@
+# nginx-kafka. `make run` starts a local broker and nginx with nginx/nginx.conf;
+# `make test` runs every test. Both install what they need first.
+
+CARGO   ?= cargo
+PROFILE := release
+OUT     := build
+
+.PHONY: all deps build run stop test test-debian bench clean
+
+all: build
+
+deps:
+	@scripts/deps.sh build
+
+build: deps
+	$(CARGO) build --$(PROFILE) --lib --bins
+	@mkdir -p $(OUT)/sbin $(OUT)/modules $(OUT)/bin
+	@nginx=$$(ls -t target/$(PROFILE)/build/nginx-sys-*/out/objs/nginx | head -n 1); \
+	  cp "$$nginx" $(OUT)/sbin/nginx.new && mv $(OUT)/sbin/nginx.new $(OUT)/sbin/nginx
+	@cp target/$(PROFILE)/libngx_http_kafka_module.so $(OUT)/modules/ngx_http_kafka_module.so.new
+	@mv $(OUT)/modules/ngx_http_kafka_module.so.new $(OUT)/modules/ngx_http_kafka_module.so
+	@cp target/$(PROFILE)/kafka-dev-broker target/$(PROFILE)/kafka-consume $(OUT)/bin/
+	@echo "built $(OUT)/sbin/nginx ($$($(OUT)/sbin/nginx -v 2>&1 | sed 's/.*: //')) and $(OUT)/modules/ngx_http_kafka_module.so"
+
+run: build
+	@scripts/run.sh start
+
+stop:
+	@scripts/run.sh stop
+
+test:
+	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory build
+	$(CARGO) test --$(PROFILE) --no-fail-fast
+	@$(MAKE) --no-print-directory test-debian
+
+# The module built against Debian's own nginx (package nginx-dev), loaded into /usr/sbin/nginx.
+test-debian:
+	@scripts/deps.sh debian
+	@scripts/build-debian.sh
+	NGINX_BIN=/usr/sbin/nginx NGINX_MODULE=$(CURDIR)/$(OUT)/debian/ngx_http_kafka_module.so \
+	  $(CARGO) test --$(PROFILE) --test debian_nginx -- --include-ignored
+
+clean:
+	$(CARGO) clean
+	rm -rf $(OUT)
