@@ -1,1 +1,206 @@
+//! Requests into Kafka, on librdkafka's mock cluster: the original acceptance test, keys,
+//! bodies of every shape, and every documented refusal.
+
 mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use rdkafka::mocking::MockCluster;
+
+fn cluster(topics: &[(&str, i32)]) -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String) {
+    let cluster = MockCluster::new(1).unwrap();
+    for (name, partitions) in topics {
+        cluster.create_topic(name, *partitions, 1).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    (cluster, brokers)
+}
+
+const IDLE: Duration = Duration::from_secs(5);
+
+/// The source document's test, on the example configuration: 1000 POSTs with ab, exactly
+/// 1000 messages in the topic, each byte-equal to postdata.json.
+#[test]
+fn original_acceptance_test_with_ab() {
+    let (_cluster, brokers) = cluster(&[("my-poc-topic-01", 3)]);
+    let nginx = Nginx::start_example(&brokers);
+    let out = Command::new("ab")
+        .args(["-q", "-T", "application/json", "-H", "topic: my-poc-topic-01", "-n", "1000", "-p"])
+        .arg(repo().join("nginx/postdata.json"))
+        .arg(format!("http://{}", nginx.url("/putmessage")))
+        .output()
+        .expect("ab (apt: apache2-utils) runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("Complete requests:      1000"), "{report}");
+    assert!(report.contains("Failed requests:        0"), "{report}");
+    assert!(!report.contains("Non-2xx responses"), "{report}");
+
+    let records = consume(&brokers, "my-poc-topic-01", 1000, IDLE);
+    assert_eq!(records.len(), 1000);
+    let body = postdata();
+    assert!(records.iter().all(|r| r.value == body && r.key.is_none()));
+    let partitions: std::collections::HashSet<_> = records.iter().map(|r| r.partition).collect();
+    assert!(partitions.len() > 1, "events without a key spread over partitions");
+}
+
+/// `kafka_value_format body_data` writes what the Lua script's cjson.encode wrote.
+#[test]
+fn lua_compatible_value() {
+    let (_cluster, brokers) = cluster(&[("my-poc-topic-01", 1)]);
+    let nginx = Nginx::start_example(&brokers);
+    let body = b"{\"page\":\"www.example.com/a.html\",\"q\":\"say \\\"hi\\\"\"}\n\t\x01";
+    let r = post(nginx.port, "/putmessage/lua-compatible", "my-poc-topic-01", body);
+    assert_eq!(r.status, 204);
+    let records = consume(&brokers, "my-poc-topic-01", 1, IDLE);
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        String::from_utf8(records[0].value.clone()).unwrap(),
+        r#"{"body_data":"{\"page\":\"www.example.com\/a.html\",\"q\":\"say \\\"hi\\\"\"}\n\t\u0001"}"#
+    );
+}
+
+/// `kafka_key $arg_uid`: all events of one uid land in one partition, keyed by the uid.
+#[test]
+fn events_of_one_key_share_a_partition() {
+    let (_cluster, brokers) = cluster(&[("events", 3)]);
+    let nginx = Nginx::start_example(&brokers);
+    let mut http = Http::connect(nginx.port);
+    let uids = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    for i in 0..20 {
+        for uid in uids {
+            let r = http.request("POST", &format!("/events?uid={uid}"), &[], format!("{{\"n\":{i}}}").as_bytes());
+            assert_eq!(r.status, 204);
+        }
+    }
+    let records = consume(&brokers, "events", 120, IDLE);
+    assert_eq!(records.len(), 120);
+    let mut partition_of = std::collections::HashMap::new();
+    for r in &records {
+        let key = String::from_utf8(r.key.clone().expect("keyed")).unwrap();
+        let p = *partition_of.entry(key.clone()).or_insert(r.partition);
+        assert_eq!(p, r.partition, "uid {key} in two partitions");
+    }
+    assert_eq!(partition_of.len(), uids.len());
+    let used: std::collections::HashSet<_> = partition_of.values().collect();
+    assert!(used.len() > 1, "six keys over three partitions use more than one");
+}
+
+fn bodies_conf() -> String {
+    conf_with(
+        "kafka_option message.max.bytes 3000000;\n\
+         client_max_body_size 2m;\n\
+         client_body_buffer_size 16k;",
+        "location = /in { kafka_ingest; kafka_topic bodies; }\n\
+         location = /small { kafka_ingest; kafka_topic bodies; client_max_body_size 100; }\n\
+         location = /by-header { kafka_ingest; kafka_topic $http_topic; kafka_allowed_topics bodies open.*; }",
+    )
+}
+
+/// A 1 MiB body (read into a temporary file), a chunked body, 100 keep-alive requests on one
+/// connection and PUT all arrive byte for byte.
+#[test]
+fn bodies_of_every_shape_arrive_byte_for_byte() {
+    let (_cluster, brokers) = cluster(&[("bodies", 1)]);
+    let nginx = Nginx::start_conf(&bodies_conf(), &brokers);
+    let mut expected: Vec<Vec<u8>> = Vec::new();
+
+    let big: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    let r = Http::connect(nginx.port).request("POST", "/in", &[], &big);
+    assert_eq!(r.status, 204, "{}", r.text());
+    expected.push(big);
+
+    let chunked = b"POST /in HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    5\r\nhello\r\n7\r\n, chunk\r\n0\r\n\r\n";
+    let r = Http::connect(nginx.port).send_raw(chunked);
+    assert_eq!(r.status, 204);
+    expected.push(b"hello, chunk".to_vec());
+
+    let mut http = Http::connect(nginx.port);
+    for i in 0..100 {
+        let body = format!("{{\"keepalive\":{i}}}").into_bytes();
+        let r = http.request("POST", "/in", &[], &body);
+        assert_eq!(r.status, 204);
+        expected.push(body);
+    }
+    let r = http.request("PUT", "/in", &[], b"put");
+    assert_eq!(r.status, 204);
+    expected.push(b"put".to_vec());
+
+    let records = consume(&brokers, "bodies", expected.len(), IDLE);
+    let got: Vec<Vec<u8>> = records.into_iter().map(|r| r.value).collect();
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "messages differ from the bodies posted");
+    assert!(nginx.logs().contains("a client request body is buffered to a temporary file"));
+}
+
+/// Every refusal has its status and JSON body, and nothing refused reaches Kafka.
+#[test]
+fn refusals_are_clear_and_produce_nothing() {
+    let (_cluster, brokers) = cluster(&[("bodies", 1), ("open.a", 1)]);
+    let nginx = Nginx::start_conf(&bodies_conf(), &brokers);
+    let mut http = Http::connect(nginx.port);
+
+    let r = http.request("GET", "/in", &[], b"");
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST, PUT")));
+    assert!(r.text().contains("\"error\":\"method_not_allowed\""));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+
+    let r = http.request("POST", "/in", &[], b"");
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("empty_body"));
+
+    let r = http.request("POST", "/by-header", &[], b"{}");
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("no_topic"));
+
+    let r = http.request("POST", "/by-header", &[("topic", "secret")], b"{}");
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("topic_not_allowed"));
+
+    let r = http.request("POST", "/by-header", &[("topic", "open.a b")], b"{}");
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("invalid_topic"));
+
+    // The connection survived every refusal above.
+    let r = http.request("POST", "/by-header", &[("topic", "open.a")], b"allowed");
+    assert_eq!(r.status, 204);
+
+    // client_max_body_size, declared and chunked.
+    let r = Http::connect(nginx.port).request("POST", "/small", &[], &[b'x'; 200]);
+    assert_eq!(r.status, 413);
+    let chunked = format!(
+        "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nc8\r\n{}\r\n0\r\n\r\n",
+        "y".repeat(200)
+    );
+    let r = Http::connect(nginx.port).send_raw(chunked.as_bytes());
+    assert_eq!(r.status, 413);
+    assert!(r.text().contains("too_large"), "{}", r.text());
+
+    let bodies = consume(&brokers, "bodies", 1, Duration::from_secs(2));
+    assert!(bodies.is_empty(), "refused events reached Kafka: {bodies:?}");
+    let open = consume(&brokers, "open.a", 1, IDLE);
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].value, b"allowed");
+}
+
+/// An event over librdkafka's `message.max.bytes` is refused with 413, not accepted and lost.
+#[test]
+fn over_message_max_bytes_is_413() {
+    let (_cluster, brokers) = cluster(&[("bodies", 1)]);
+    let conf = conf_with(
+        "kafka_option message.max.bytes 1000;",
+        "location = /in { kafka_ingest; kafka_topic bodies; }",
+    );
+    let nginx = Nginx::start_conf(&conf, &brokers);
+    let mut http = Http::connect(nginx.port);
+    let r = http.request("POST", "/in", &[], &[b'z'; 5000]);
+    assert_eq!(r.status, 413);
+    assert!(r.text().contains("too_large"));
+    let r = http.request("POST", "/in", &[], b"fits");
+    assert_eq!(r.status, 204);
+    let records = consume(&brokers, "bodies", 1, IDLE);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value, b"fits");
+}
