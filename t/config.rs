@@ -1,1 +1,124 @@
+//! `nginx -t` catches configuration mistakes with a readable `[emerg]` line, and accepts
+//! every example configuration.
+
 mod common;
+
+use common::*;
+
+fn rejects(http: &str, server: &str, expected: &str) {
+    let (ok, out) = config_test(&conf_with(http, server));
+    assert!(!ok, "nginx -t accepted it:\n{out}");
+    assert!(out.contains("[emerg]"), "{out}");
+    assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
+}
+
+const INGEST: &str = "location = /in { kafka_ingest; kafka_topic t; }";
+
+#[test]
+fn the_examples_pass_nginx_t() {
+    let files = Nginx::example_files();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let (prefix, _) = Nginx::prepare(&refs, "127.0.0.1:9092");
+    let out = std::process::Command::new(nginx_bin())
+        .arg("-p")
+        .arg(&prefix.0)
+        .args(["-c", "conf/nginx.conf", "-e", "logs/stderr.log", "-t"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("test is successful"), "{text}");
+}
+
+#[test]
+fn a_minimal_ingest_location_passes() {
+    let (ok, out) = config_test(&conf_with("", INGEST));
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn unknown_librdkafka_property() {
+    rejects(
+        "kafka_option no.such.thing 1;",
+        INGEST,
+        r#"invalid "kafka_option" "no.such.thing" "1": No such configuration property: "no.such.thing""#,
+    );
+}
+
+#[test]
+fn bad_librdkafka_value() {
+    rejects(
+        "kafka_option compression.type brotli;",
+        INGEST,
+        r#"invalid "kafka_option" "compression.type" "brotli""#,
+    );
+    rejects("kafka_option linger.ms soon;", INGEST, r#""linger.ms" "soon""#);
+}
+
+#[test]
+fn duplicate_property() {
+    rejects(
+        "kafka_option linger.ms 5; kafka_option linger.ms 10;",
+        INGEST,
+        r#"duplicate librdkafka property "linger.ms""#,
+    );
+}
+
+#[test]
+fn brokers_are_set_by_their_directive() {
+    rejects(
+        "kafka_option bootstrap.servers 127.0.0.1:1;",
+        INGEST,
+        r#"set by the "kafka_brokers" directive"#,
+    );
+}
+
+#[test]
+fn ingest_without_brokers() {
+    let conf = conf_with("", INGEST).replace("kafka_brokers {brokers};", "");
+    let (ok, out) = config_test(&conf);
+    assert!(!ok);
+    assert!(out.contains(r#"[emerg]"#) && out.contains(r#""kafka_ingest" requires "kafka_brokers" in "#), "{out}");
+    assert!(out.contains("nginx.conf:"), "names the file and line: {out}");
+}
+
+#[test]
+fn ingest_without_topic() {
+    rejects("", "location = /in { kafka_ingest; }", r#""kafka_ingest" requires "kafka_topic""#);
+}
+
+#[test]
+fn variable_topic_needs_an_allowlist() {
+    rejects(
+        "",
+        "location = /in { kafka_ingest; kafka_topic $http_topic; }",
+        r#""kafka_topic" with variables requires "kafka_allowed_topics""#,
+    );
+}
+
+#[test]
+fn fixed_topic_must_be_legal_and_allowed() {
+    rejects("", "location = /in { kafka_ingest; kafka_topic \"a b\"; }", r#"invalid topic name "a b""#);
+    rejects(
+        "kafka_allowed_topics a.*;",
+        "location = /in { kafka_ingest; kafka_topic b; }",
+        r#"topic "b" is not in "kafka_allowed_topics""#,
+    );
+}
+
+#[test]
+fn bad_values() {
+    rejects("kafka_brokers 127.0.0.1:9092;", INGEST, r#""kafka_brokers" directive is duplicate"#);
+    rejects("kafka_flush_timeout forever;", INGEST, r#""kafka_flush_timeout" directive invalid value"#);
+    rejects("kafka_value_format xml;", INGEST, r#"invalid value "xml" in "#);
+    rejects("kafka_allowed_topics ok bad/topic;", INGEST, r#"invalid value "bad/topic" in "kafka_allowed_topics" directive"#);
+    rejects("kafka_retry_after soon;", INGEST, r#""kafka_retry_after" directive invalid value"#);
+}
+
+#[test]
+fn wrong_context() {
+    rejects("kafka_ingest;", INGEST, r#""kafka_ingest" directive is not allowed here"#);
+    rejects("", "kafka_brokers 127.0.0.1:1;", r#""kafka_brokers" directive is not allowed here"#);
+    rejects("", "location = /x { kafka_option linger.ms 1; }", r#""kafka_option" directive is not allowed here"#);
+    rejects("", "location = /x { kafka_ingest on; }", r#"invalid number of arguments in "kafka_ingest" directive"#);
+}
