@@ -204,3 +204,16 @@ fn over_message_max_bytes_is_413() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].value, b"fits");
 }
+
+/// The example configuration answers a body over client_max_body_size with JSON too.
+#[test]
+fn example_refuses_oversized_bodies_as_json() {
+    let (_cluster, brokers) = cluster(&[("my-poc-topic-01", 1)]);
+    let nginx = Nginx::start_example(&brokers);
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    let r = Http::connect(nginx.port).post("/putmessage", "my-poc-topic-01", &big);
+    assert_eq!(r.status, 413);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(r.text().contains("\"error\":\"too_large\""), "{}", r.text());
+    assert!(consume(&brokers, "my-poc-topic-01", 1, Duration::from_secs(2)).is_empty());
+}
