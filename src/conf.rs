@@ -365,11 +365,17 @@ pub unsafe fn merge_location(
 
     let has_brokers = Module::main_conf(cf).is_some_and(|m| m.brokers.is_some());
     if !has_brokers {
-        return fail(cf, format_args!("\"kafka_ingest\" requires \"kafka_brokers\""));
+        return fail(
+            cf,
+            format_args!("\"kafka_ingest\" requires \"kafka_brokers\""),
+        );
     }
     // SAFETY: a non-null complex value was compiled by `ngx_http_set_complex_value_slot`.
     let Some(topic) = (unsafe { conf.topic.as_ref() }) else {
-        return fail(cf, format_args!("\"kafka_ingest\" requires \"kafka_topic\""));
+        return fail(
+            cf,
+            format_args!("\"kafka_ingest\" requires \"kafka_topic\""),
+        );
     };
     if topic.lengths.is_null() {
         let name = bytes(&topic.value);

@@ -93,7 +93,10 @@ impl ClientContext for DeliveryReports {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        let fatal = matches!(error.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::Fatal));
+        let fatal = matches!(
+            error.rdkafka_error_code(),
+            Some(rdkafka::types::RDKafkaErrorCode::Fatal)
+        );
         let level = if fatal { NGX_LOG_ERR } else { NGX_LOG_WARN };
         self.log_limited(level as ngx_uint_t, &format!("{error}: {reason}"));
     }

@@ -47,7 +47,12 @@ pub fn log_unescape(text: &[u8]) -> Option<Vec<u8>> {
 
 fn push_hex(b: u8, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.extend_from_slice(&[b'\\', b'x', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+    out.extend_from_slice(&[
+        b'\\',
+        b'x',
+        HEX[usize::from(b >> 4)],
+        HEX[usize::from(b & 15)],
+    ]);
 }
 
 /// Appends `bytes` as a JSON string, quotes included, exactly as lua-cjson 2.1 encodes a Lua

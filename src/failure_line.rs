@@ -34,7 +34,13 @@ mod tests {
 
     #[test]
     fn failure_line_carries_everything_needed_to_replay() {
-        let line = failure_line("t1", -1, Some(b"u1"), "Local: Message timed out", b"{\"a\":\"x\ny\"}");
+        let line = failure_line(
+            "t1",
+            -1,
+            Some(b"u1"),
+            "Local: Message timed out",
+            b"{\"a\":\"x\ny\"}",
+        );
         assert_eq!(
             String::from_utf8(line).unwrap(),
             "kafka: message not delivered: topic=\"t1\" partition=-1 \

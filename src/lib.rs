@@ -51,7 +51,10 @@ mod module {
             unsafe { &*addr_of!(ngx_http_kafka_module) }
         }
 
-        unsafe extern "C" fn init_main_conf(_cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
+        unsafe extern "C" fn init_main_conf(
+            _cf: *mut ngx_conf_t,
+            conf: *mut c_void,
+        ) -> *mut c_char {
             // SAFETY: nginx passes the configuration that `create_main_conf` made.
             conf::init_main(unsafe { &mut *conf.cast() })
         }
@@ -107,7 +110,8 @@ mod module {
     extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         // SAFETY: nginx passes the current cycle; `ngx_process` is only written by nginx.
         let (cycle, process) = unsafe { (&mut *cycle, ngx::ffi::ngx_process) };
-        if process != NGX_PROCESS_WORKER as ngx_uint_t && process != NGX_PROCESS_SINGLE as ngx_uint_t
+        if process != NGX_PROCESS_WORKER as ngx_uint_t
+            && process != NGX_PROCESS_SINGLE as ngx_uint_t
         {
             return Status::NGX_OK.into();
         }

@@ -4,8 +4,7 @@
 use ngx::ffi::{ngx_log_t, ngx_uint_t};
 
 pub use ngx::ffi::{
-    NGX_LOG_CRIT, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE,
-    NGX_LOG_WARN,
+    NGX_LOG_CRIT, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 
 /// Logs at `level` through any `*mut ngx_log_t`.

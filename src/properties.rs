@@ -44,10 +44,15 @@ mod tests {
         assert_eq!(check("linger.ms", "5"), Ok(()));
         assert_eq!(check("compression.type", "zstd"), Ok(()));
         let unknown = check("no.such.property", "1").unwrap_err();
-        assert!(unknown.contains("No such configuration property"), "{unknown}");
+        assert!(
+            unknown.contains("No such configuration property"),
+            "{unknown}"
+        );
         let bad = check("linger.ms", "soon").unwrap_err();
         assert!(bad.contains("Invalid value"), "{bad}");
-        assert!(check("bootstrap.servers", "x:1").unwrap_err().contains("kafka_brokers"));
+        assert!(check("bootstrap.servers", "x:1")
+            .unwrap_err()
+            .contains("kafka_brokers"));
     }
 
     #[test]

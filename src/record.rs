@@ -125,11 +125,17 @@ mod tests {
         ];
         assert_eq!(check_topic(b"events", Some(&list)), Ok(()));
         assert_eq!(check_topic(b"site.a1", Some(&list)), Ok(()));
-        assert_eq!(check_topic(b"events2", Some(&list)), Err(TopicError::NotAllowed));
+        assert_eq!(
+            check_topic(b"events2", Some(&list)),
+            Err(TopicError::NotAllowed)
+        );
         assert_eq!(check_topic(b"", Some(&list)), Err(TopicError::Missing));
         assert_eq!(check_topic(b"a b", None), Err(TopicError::Illegal));
         assert_eq!(check_topic(b"any", None), Ok(()));
-        assert_eq!(TopicPattern::parse(b"*"), Some(TopicPattern::Prefix(vec![])));
+        assert_eq!(
+            TopicPattern::parse(b"*"),
+            Some(TopicPattern::Prefix(vec![]))
+        );
         assert_eq!(TopicPattern::parse(b"bad name"), None);
         assert_eq!(TopicPattern::parse(b"bad/*"), None);
     }

@@ -13,15 +13,15 @@ use std::time::Duration;
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_current_msec, ngx_cycle_t,
-    ngx_del_timer, ngx_event_t, ngx_exiting, ngx_get_connection, ngx_handle_read_event,
-    ngx_log_t, ngx_msec_t, ngx_terminate,
+    ngx_del_timer, ngx_event_t, ngx_exiting, ngx_get_connection, ngx_handle_read_event, ngx_log_t,
+    ngx_msec_t, ngx_terminate,
 };
 use ngx::http::HttpModuleMainConf;
+use rdkafka::bindings as rdsys;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
-use rdkafka::bindings as rdsys;
 
 use crate::conf::MainConf;
 use crate::delivery::{DeliveryReports, LogRef};
@@ -52,7 +52,12 @@ pub enum SendError {
 }
 
 /// Queues one message on this worker's producer; never blocks.
-pub fn send(topic: &str, key: Option<&[u8]>, value: &[u8], log: *mut ngx_log_t) -> Result<(), SendError> {
+pub fn send(
+    topic: &str,
+    key: Option<&[u8]>,
+    value: &[u8],
+    log: *mut ngx_log_t,
+) -> Result<(), SendError> {
     WORKER.with(|w| {
         let w = w.borrow();
         let Some(w) = w.as_ref() else {
@@ -130,7 +135,10 @@ impl Worker {
 
 fn client_config(mcf: &MainConf) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", mcf.brokers.as_deref().unwrap_or_default());
+    config.set(
+        "bootstrap.servers",
+        mcf.brokers.as_deref().unwrap_or_default(),
+    );
     config.set("client.id", "nginx-kafka");
     let mut level = RDKafkaLogLevel::Warning;
     for (name, value) in &mcf.options {
@@ -157,7 +165,11 @@ pub fn start(cycle: &mut ngx_cycle_t) -> Status {
         match client_config(mcf).create_with_context(DeliveryReports::default()) {
             Ok(p) => p,
             Err(e) => {
-                crate::log_at!(crate::log::NGX_LOG_EMERG, log, "kafka: producer not started: {e}");
+                crate::log_at!(
+                    crate::log::NGX_LOG_EMERG,
+                    log,
+                    "kafka: producer not started: {e}"
+                );
                 return Status::NGX_OK;
             }
         };
@@ -271,7 +283,9 @@ pub fn stop(cycle: &mut ngx_cycle_t) {
     let queued = producer.in_flight_count();
     // SAFETY: read on the worker thread.
     let started = unsafe { ngx_current_msec };
-    let flushed = producer.flush(Duration::from_millis(timeout as u64)).is_ok();
+    let flushed = producer
+        .flush(Duration::from_millis(timeout as u64))
+        .is_ok();
     if !flushed {
         producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
         let _ = producer.flush(Duration::from_millis(500));
@@ -281,7 +295,11 @@ pub fn stop(cycle: &mut ngx_cycle_t) {
         log,
         "kafka: producer stopped: {} queued at exit, {}; {} delivered, {} not delivered in all",
         queued,
-        if flushed { "all flushed" } else { "flush timed out, the rest logged" },
+        if flushed {
+            "all flushed"
+        } else {
+            "flush timed out, the rest logged"
+        },
         reports.delivered.load(std::sync::atomic::Ordering::Relaxed),
         reports.failed.load(std::sync::atomic::Ordering::Relaxed),
     );

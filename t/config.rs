@@ -17,7 +17,10 @@ const INGEST: &str = "location = /in { kafka_ingest; kafka_topic t; }";
 #[test]
 fn the_examples_pass_nginx_t() {
     let files = Nginx::example_files();
-    let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     let (prefix, _) = Nginx::prepare(&refs, "127.0.0.1:9092");
     let out = std::process::Command::new(nginx_bin())
         .arg("-p")
@@ -52,7 +55,11 @@ fn bad_librdkafka_value() {
         INGEST,
         r#"invalid "kafka_option" "compression.type" "brotli""#,
     );
-    rejects("kafka_option linger.ms soon;", INGEST, r#""linger.ms" "soon""#);
+    rejects(
+        "kafka_option linger.ms soon;",
+        INGEST,
+        r#""linger.ms" "soon""#,
+    );
 }
 
 #[test]
@@ -78,13 +85,24 @@ fn ingest_without_brokers() {
     let conf = conf_with("", INGEST).replace("kafka_brokers {brokers};", "");
     let (ok, out) = config_test(&conf);
     assert!(!ok);
-    assert!(out.contains(r#"[emerg]"#) && out.contains(r#""kafka_ingest" requires "kafka_brokers" in "#), "{out}");
-    assert!(out.contains("nginx.conf:"), "names the file and line: {out}");
+    assert!(
+        out.contains(r#"[emerg]"#)
+            && out.contains(r#""kafka_ingest" requires "kafka_brokers" in "#),
+        "{out}"
+    );
+    assert!(
+        out.contains("nginx.conf:"),
+        "names the file and line: {out}"
+    );
 }
 
 #[test]
 fn ingest_without_topic() {
-    rejects("", "location = /in { kafka_ingest; }", r#""kafka_ingest" requires "kafka_topic""#);
+    rejects(
+        "",
+        "location = /in { kafka_ingest; }",
+        r#""kafka_ingest" requires "kafka_topic""#,
+    );
 }
 
 #[test]
@@ -98,7 +116,11 @@ fn variable_topic_needs_an_allowlist() {
 
 #[test]
 fn fixed_topic_must_be_legal_and_allowed() {
-    rejects("", "location = /in { kafka_ingest; kafka_topic \"a b\"; }", r#"invalid topic name "a b""#);
+    rejects(
+        "",
+        "location = /in { kafka_ingest; kafka_topic \"a b\"; }",
+        r#"invalid topic name "a b""#,
+    );
     rejects(
         "kafka_allowed_topics a.*;",
         "location = /in { kafka_ingest; kafka_topic b; }",
@@ -108,17 +130,53 @@ fn fixed_topic_must_be_legal_and_allowed() {
 
 #[test]
 fn bad_values() {
-    rejects("kafka_brokers 127.0.0.1:9092;", INGEST, r#""kafka_brokers" directive is duplicate"#);
-    rejects("kafka_flush_timeout forever;", INGEST, r#""kafka_flush_timeout" directive invalid value"#);
-    rejects("kafka_value_format xml;", INGEST, r#"invalid value "xml" in "#);
-    rejects("kafka_allowed_topics ok bad/topic;", INGEST, r#"invalid value "bad/topic" in "kafka_allowed_topics" directive"#);
-    rejects("kafka_retry_after soon;", INGEST, r#""kafka_retry_after" directive invalid value"#);
+    rejects(
+        "kafka_brokers 127.0.0.1:9092;",
+        INGEST,
+        r#""kafka_brokers" directive is duplicate"#,
+    );
+    rejects(
+        "kafka_flush_timeout forever;",
+        INGEST,
+        r#""kafka_flush_timeout" directive invalid value"#,
+    );
+    rejects(
+        "kafka_value_format xml;",
+        INGEST,
+        r#"invalid value "xml" in "#,
+    );
+    rejects(
+        "kafka_allowed_topics ok bad/topic;",
+        INGEST,
+        r#"invalid value "bad/topic" in "kafka_allowed_topics" directive"#,
+    );
+    rejects(
+        "kafka_retry_after soon;",
+        INGEST,
+        r#""kafka_retry_after" directive invalid value"#,
+    );
 }
 
 #[test]
 fn wrong_context() {
-    rejects("kafka_ingest;", INGEST, r#""kafka_ingest" directive is not allowed here"#);
-    rejects("", "kafka_brokers 127.0.0.1:1;", r#""kafka_brokers" directive is not allowed here"#);
-    rejects("", "location = /x { kafka_option linger.ms 1; }", r#""kafka_option" directive is not allowed here"#);
-    rejects("", "location = /x { kafka_ingest on; }", r#"invalid number of arguments in "kafka_ingest" directive"#);
+    rejects(
+        "kafka_ingest;",
+        INGEST,
+        r#""kafka_ingest" directive is not allowed here"#,
+    );
+    rejects(
+        "",
+        "kafka_brokers 127.0.0.1:1;",
+        r#""kafka_brokers" directive is not allowed here"#,
+    );
+    rejects(
+        "",
+        "location = /x { kafka_option linger.ms 1; }",
+        r#""kafka_option" directive is not allowed here"#,
+    );
+    rejects(
+        "",
+        "location = /x { kafka_ingest on; }",
+        r#"invalid number of arguments in "kafka_ingest" directive"#,
+    );
 }

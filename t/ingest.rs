@@ -9,7 +9,12 @@ use std::time::Duration;
 use common::*;
 use rdkafka::mocking::MockCluster;
 
-fn cluster(topics: &[(&str, i32)]) -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String) {
+fn cluster(
+    topics: &[(&str, i32)],
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+) {
     let cluster = MockCluster::new(1).unwrap();
     for (name, partitions) in topics {
         cluster.create_topic(name, *partitions, 1).unwrap();
@@ -27,7 +32,16 @@ fn original_acceptance_test_with_ab() {
     let (_cluster, brokers) = cluster(&[("my-poc-topic-01", 3)]);
     let nginx = Nginx::start_example(&brokers);
     let out = Command::new("ab")
-        .args(["-q", "-T", "application/json", "-H", "topic: my-poc-topic-01", "-n", "1000", "-p"])
+        .args([
+            "-q",
+            "-T",
+            "application/json",
+            "-H",
+            "topic: my-poc-topic-01",
+            "-n",
+            "1000",
+            "-p",
+        ])
         .arg(repo().join("nginx/postdata.json"))
         .arg(format!("http://{}", nginx.url("/putmessage")))
         .output()
@@ -42,7 +56,10 @@ fn original_acceptance_test_with_ab() {
     let body = postdata();
     assert!(records.iter().all(|r| r.value == body && r.key.is_none()));
     let partitions: std::collections::HashSet<_> = records.iter().map(|r| r.partition).collect();
-    assert!(partitions.len() > 1, "events without a key spread over partitions");
+    assert!(
+        partitions.len() > 1,
+        "events without a key spread over partitions"
+    );
 }
 
 /// `kafka_value_format body_data` writes what the Lua script's cjson.encode wrote.
@@ -51,7 +68,12 @@ fn lua_compatible_value() {
     let (_cluster, brokers) = cluster(&[("my-poc-topic-01", 1)]);
     let nginx = Nginx::start_example(&brokers);
     let body = b"{\"page\":\"www.example.com/a.html\",\"q\":\"say \\\"hi\\\"\"}\n\t\x01";
-    let r = post(nginx.port, "/putmessage/lua-compatible", "my-poc-topic-01", body);
+    let r = post(
+        nginx.port,
+        "/putmessage/lua-compatible",
+        "my-poc-topic-01",
+        body,
+    );
     assert_eq!(r.status, 204);
     let records = consume(&brokers, "my-poc-topic-01", 1, IDLE);
     assert_eq!(records.len(), 1);
@@ -70,7 +92,12 @@ fn events_of_one_key_share_a_partition() {
     let uids = ["alice", "bob", "carol", "dave", "erin", "frank"];
     for i in 0..20 {
         for uid in uids {
-            let r = http.request("POST", &format!("/events?uid={uid}"), &[], format!("{{\"n\":{i}}}").as_bytes());
+            let r = http.request(
+                "POST",
+                &format!("/events?uid={uid}"),
+                &[],
+                format!("{{\"n\":{i}}}").as_bytes(),
+            );
             assert_eq!(r.status, 204);
         }
     }
@@ -84,7 +111,10 @@ fn events_of_one_key_share_a_partition() {
     }
     assert_eq!(partition_of.len(), uids.len());
     let used: std::collections::HashSet<_> = partition_of.values().collect();
-    assert!(used.len() > 1, "six keys over three partitions use more than one");
+    assert!(
+        used.len() > 1,
+        "six keys over three partitions use more than one"
+    );
 }
 
 fn bodies_conf() -> String {
@@ -132,7 +162,9 @@ fn bodies_of_every_shape_arrive_byte_for_byte() {
     let got: Vec<Vec<u8>> = records.into_iter().map(|r| r.value).collect();
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "messages differ from the bodies posted");
-    assert!(nginx.logs().contains("a client request body is buffered to a temporary file"));
+    assert!(nginx
+        .logs()
+        .contains("a client request body is buffered to a temporary file"));
 }
 
 /// Every refusal has its status and JSON body, and nothing refused reaches Kafka.
@@ -179,7 +211,10 @@ fn refusals_are_clear_and_produce_nothing() {
     assert!(r.text().contains("too_large"), "{}", r.text());
 
     let bodies = consume(&brokers, "bodies", 1, Duration::from_secs(2));
-    assert!(bodies.is_empty(), "refused events reached Kafka: {bodies:?}");
+    assert!(
+        bodies.is_empty(),
+        "refused events reached Kafka: {bodies:?}"
+    );
     let open = consume(&brokers, "open.a", 1, IDLE);
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].value, b"allowed");

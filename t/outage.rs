@@ -35,7 +35,10 @@ fn broker_down_then_back() {
     let mut http = Http::connect(nginx.port);
 
     // Delivered while the broker is up.
-    assert_eq!(http.request("POST", "/in", &[], &body("before", 0)).status, 204);
+    assert_eq!(
+        http.request("POST", "/in", &[], &body("before", 0)).status,
+        204
+    );
     wait_for("the first delivery", Duration::from_secs(10), || {
         consume(&brokers, "outage", 1, Duration::from_millis(500)).len() == 1
     });
@@ -45,16 +48,30 @@ fn broker_down_then_back() {
     for i in 0..50 {
         let b = body("down", i);
         let r = http.request("POST", "/in", &[], &b);
-        assert_eq!(r.status, 204, "accepted while the broker is down: {}", r.text());
+        assert_eq!(
+            r.status,
+            204,
+            "accepted while the broker is down: {}",
+            r.text()
+        );
         answered.insert(b);
     }
     wait_for("the failures to be logged", Duration::from_secs(20), || {
         undelivered_payloads(&nginx.log("collector.log")).len() >= answered.len()
     });
-    let logged: BTreeSet<Vec<u8>> = undelivered_payloads(&nginx.log("collector.log")).into_iter().collect();
-    assert_eq!(logged, answered, "every event answered 204 is in the error log, byte for byte");
+    let logged: BTreeSet<Vec<u8>> = undelivered_payloads(&nginx.log("collector.log"))
+        .into_iter()
+        .collect();
+    assert_eq!(
+        logged, answered,
+        "every event answered 204 is in the error log, byte for byte"
+    );
     let log = nginx.log("collector.log");
-    assert!(log.contains("[error]") && log.contains("topic=\"outage\"") && log.contains("Message timed out"));
+    assert!(
+        log.contains("[error]")
+            && log.contains("topic=\"outage\"")
+            && log.contains("Message timed out")
+    );
 
     cluster.broker_up(1).unwrap();
     let mut after = Vec::new();
@@ -64,13 +81,20 @@ fn broker_down_then_back() {
         after.push(b);
     }
     let mut got = Vec::new();
-    wait_for("delivery after the broker came back", Duration::from_secs(30), || {
-        got = consume(&brokers, "outage", 21, Duration::from_secs(2));
-        got.len() >= 21
-    });
+    wait_for(
+        "delivery after the broker came back",
+        Duration::from_secs(30),
+        || {
+            got = consume(&brokers, "outage", 21, Duration::from_secs(2));
+            got.len() >= 21
+        },
+    );
     let values: BTreeSet<Vec<u8>> = got.into_iter().map(|r| r.value).collect();
     for b in &after {
-        assert!(values.contains(b), "an event posted after recovery is missing");
+        assert!(
+            values.contains(b),
+            "an event posted after recovery is missing"
+        );
     }
     assert!(values.contains(&body("before", 0)));
 }
@@ -106,11 +130,18 @@ fn full_queue_is_503_with_retry_after() {
     }
     assert_eq!(accepted.len(), 5, "the queue holds five");
     assert_eq!(refused, 7);
-    wait_for("the accepted events to be logged", Duration::from_secs(20), || {
-        undelivered_payloads(&nginx.log("error.log")).len() >= 5
-    });
-    let logged: BTreeSet<Vec<u8>> = undelivered_payloads(&nginx.log("error.log")).into_iter().collect();
-    assert_eq!(logged, accepted, "only the accepted events are logged, each once");
+    wait_for(
+        "the accepted events to be logged",
+        Duration::from_secs(20),
+        || undelivered_payloads(&nginx.log("error.log")).len() >= 5,
+    );
+    let logged: BTreeSet<Vec<u8>> = undelivered_payloads(&nginx.log("error.log"))
+        .into_iter()
+        .collect();
+    assert_eq!(
+        logged, accepted,
+        "only the accepted events are logged, each once"
+    );
 }
 
 /// A worker that exits flushes for `kafka_flush_timeout`, then logs what is left.
@@ -139,5 +170,8 @@ fn exit_logs_what_could_not_be_flushed() {
     let log = nginx.log("error.log");
     let logged: BTreeSet<Vec<u8>> = undelivered_payloads(&log).into_iter().collect();
     assert_eq!(logged, answered, "every answered event is logged at exit");
-    assert!(log.contains("kafka: producer stopped: 30 queued at exit, flush timed out"), "{log}");
+    assert!(
+        log.contains("kafka: producer stopped: 30 queued at exit, flush timed out"),
+        "{log}"
+    );
 }

@@ -31,7 +31,9 @@ fn main() {
             "--topic" => topic = Some(value),
             "--group" => group = Some(value),
             "--count" => count = value.parse().unwrap_or_else(|_| usage()),
-            "--timeout-ms" => idle = Duration::from_millis(value.parse().unwrap_or_else(|_| usage())),
+            "--timeout-ms" => {
+                idle = Duration::from_millis(value.parse().unwrap_or_else(|_| usage()))
+            }
             _ => usage(),
         }
     }
@@ -41,11 +43,16 @@ fn main() {
         .set("bootstrap.servers", &brokers)
         .set("group.id", group.as_deref().unwrap_or("kafka-consume"))
         .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", if group.is_some() { "true" } else { "false" })
+        .set(
+            "enable.auto.commit",
+            if group.is_some() { "true" } else { "false" },
+        )
         .create()
         .unwrap_or_else(|e| die(&e.to_string()));
     if group.is_some() {
-        consumer.subscribe(&[&topic]).unwrap_or_else(|e| die(&e.to_string()));
+        consumer
+            .subscribe(&[&topic])
+            .unwrap_or_else(|e| die(&e.to_string()));
     } else {
         let metadata = consumer
             .fetch_metadata(Some(&topic), Duration::from_secs(10))
@@ -58,7 +65,9 @@ fn main() {
                     .unwrap_or_else(|e| die(&e.to_string()));
             }
         }
-        consumer.assign(&partitions).unwrap_or_else(|e| die(&e.to_string()));
+        consumer
+            .assign(&partitions)
+            .unwrap_or_else(|e| die(&e.to_string()));
     }
 
     let stdout = std::io::stdout();

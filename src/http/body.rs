@@ -59,7 +59,12 @@ unsafe fn read_file(b: &ngx_buf_t, out: &mut Vec<u8>) -> io::Result<()> {
                 out.extend_from_slice(&chunk[..n as usize]);
                 offset += n as i64;
             }
-            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body file is short")),
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "body file is short",
+                ))
+            }
             _ => {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {

@@ -6,8 +6,8 @@ use ngx::ffi::{
     ngx_http_complex_value, ngx_http_complex_value_t, ngx_http_discard_request_body,
     ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t,
     ngx_pcalloc, ngx_str_t, NGX_DONE, NGX_ERROR, NGX_HTTP_BAD_REQUEST,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_POST, NGX_HTTP_PUT,
-    NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE, NGX_OK,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_POST, NGX_HTTP_PUT, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+    NGX_HTTP_SPECIAL_RESPONSE, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule};
 
@@ -48,7 +48,11 @@ pub unsafe extern "C" fn ingest_handler(r: *mut ngx_http_request_t) -> ngx_int_t
             TopicError::Illegal => Rejection::IllegalTopic,
             TopicError::NotAllowed => Rejection::TopicNotAllowed,
         };
-        crate::info!(r.connection_log(), "kafka: rejected topic \"{}\"", String::from_utf8_lossy(bytes(&topic)));
+        crate::info!(
+            r.connection_log(),
+            "kafka: rejected topic \"{}\"",
+            String::from_utf8_lossy(bytes(&topic))
+        );
         return reject_early(r, lcf, rejection);
     }
     if r.headers_in.content_length_n == 0 {
@@ -112,7 +116,11 @@ fn queue_event(r: &mut ngx_http_request_t) -> ngx_int_t {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     // SAFETY: set by `ingest_handler` before the body was read.
-    let Some(ctx) = (unsafe { (*r.ctx.add(Module::module().ctx_index)).cast::<RequestCtx>().as_ref() }) else {
+    let Some(ctx) = (unsafe {
+        (*r.ctx.add(Module::module().ctx_index))
+            .cast::<RequestCtx>()
+            .as_ref()
+    }) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     let topic = ctx.topic;
@@ -124,7 +132,11 @@ fn queue_event(r: &mut ngx_http_request_t) -> ngx_int_t {
     let body = match body::collect(rb) {
         Ok(b) => b,
         Err(e) => {
-            crate::log_at!(crate::log::NGX_LOG_CRIT, r.connection_log(), "kafka: request body could not be read: {e}");
+            crate::log_at!(
+                crate::log::NGX_LOG_CRIT,
+                r.connection_log(),
+                "kafka: request body could not be read: {e}"
+            );
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         }
     };
@@ -155,7 +167,10 @@ fn queue_event(r: &mut ngx_http_request_t) -> ngx_int_t {
                 SendError::UnknownTopic => Rejection::UnknownTopic,
                 SendError::NoProducer | SendError::Kafka(_) => Rejection::Unavailable,
             };
-            crate::warn!(r.connection_log(), "kafka: event to \"{topic}\" refused: {e}");
+            crate::warn!(
+                r.connection_log(),
+                "kafka: event to \"{topic}\" refused: {e}"
+            );
             send_rejection(r, rejection, lcf.retry_after)
         }
     }
@@ -164,9 +179,15 @@ fn queue_event(r: &mut ngx_http_request_t) -> ngx_int_t {
 /// Evaluates a complex value for `r`; `None` on allocation failure.
 fn evaluate(r: &mut ngx_http_request_t, cv: *mut ngx_http_complex_value_t) -> Option<ngx_str_t> {
     if cv.is_null() {
-        return Some(ngx_str_t { len: 0, data: ptr::null_mut() });
+        return Some(ngx_str_t {
+            len: 0,
+            data: ptr::null_mut(),
+        });
     }
-    let mut out = ngx_str_t { len: 0, data: ptr::null_mut() };
+    let mut out = ngx_str_t {
+        len: 0,
+        data: ptr::null_mut(),
+    };
     // SAFETY: `cv` was compiled at configuration time; the result lives in the request pool.
     let rc = unsafe { ngx_http_complex_value(r, cv, &mut out) };
     (rc == NGX_OK as ngx_int_t).then_some(out)

@@ -3,9 +3,9 @@
 use core::ptr;
 
 use ngx::ffi::{
-    ngx_buf_t, ngx_chain_t, ngx_pcalloc, ngx_http_output_filter, ngx_http_request_t,
-    ngx_http_send_header, ngx_http_send_special, ngx_int_t, ngx_list_push, ngx_str_t,
-    ngx_table_elt_t, ngx_uint_t, time_t, NGX_ERROR, NGX_HTTP_LAST, NGX_HTTP_NO_CONTENT, NGX_OK,
+    ngx_buf_t, ngx_chain_t, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header,
+    ngx_http_send_special, ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_str_t, ngx_table_elt_t,
+    ngx_uint_t, time_t, NGX_ERROR, NGX_HTTP_LAST, NGX_HTTP_NO_CONTENT, NGX_OK,
 };
 
 /// A request that cannot become a message, and what the client is told.
@@ -27,7 +27,10 @@ impl Rejection {
     pub fn status(self) -> ngx_uint_t {
         match self {
             Rejection::MethodNotAllowed => 405,
-            Rejection::EmptyBody | Rejection::NoTopic | Rejection::IllegalTopic | Rejection::BadBody => 400,
+            Rejection::EmptyBody
+            | Rejection::NoTopic
+            | Rejection::IllegalTopic
+            | Rejection::BadBody => 400,
             Rejection::TopicNotAllowed => 403,
             Rejection::UnknownTopic => 404,
             Rejection::TooLarge => 413,
@@ -73,7 +76,11 @@ impl Rejection {
 }
 
 /// Sends `rejection` as the whole response. The body, if any, must have been read or discarded.
-pub fn send_rejection(r: &mut ngx_http_request_t, rejection: Rejection, retry_after: time_t) -> ngx_int_t {
+pub fn send_rejection(
+    r: &mut ngx_http_request_t,
+    rejection: Rejection,
+    retry_after: time_t,
+) -> ngx_int_t {
     let retry_after = retry_after.to_string();
     let mut headers: Vec<(&'static str, &str)> = Vec::new();
     if rejection == Rejection::MethodNotAllowed {

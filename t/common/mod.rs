@@ -32,7 +32,11 @@ pub fn module_path() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A fresh directory under the system temp dir, removed when dropped if the test passed.
@@ -122,7 +126,10 @@ impl Nginx {
 
     pub fn start_example(brokers: &str) -> Nginx {
         let files = Self::example_files();
-        let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
         Self::start(&refs, brokers)
     }
 
@@ -130,7 +137,14 @@ impl Nginx {
         let child = Command::new(nginx_bin())
             .arg("-p")
             .arg(&self.prefix.0)
-            .args(["-c", "conf/nginx.conf", "-e", "logs/stderr.log", "-g", "daemon off;"])
+            .args([
+                "-c",
+                "conf/nginx.conf",
+                "-e",
+                "logs/stderr.log",
+                "-g",
+                "daemon off;",
+            ])
             .stdin(Stdio::null())
             .spawn()
             .expect("nginx starts");
@@ -140,7 +154,11 @@ impl Nginx {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("nginx exited at start ({status}):\n{}", self.logs());
             }
-            assert!(Instant::now() < deadline, "nginx does not listen:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "nginx does not listen:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         // Let every worker start its producer.
@@ -175,10 +193,18 @@ impl Nginx {
     pub fn workers(&self) -> Vec<i32> {
         let mut pids = Vec::new();
         for entry in fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
             let after = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
-            let ppid: i32 = after.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let ppid: i32 = after
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             if ppid == self.pid() && !after.starts_with('Z') {
                 pids.push(pid);
             }
@@ -188,7 +214,9 @@ impl Nginx {
 
     /// Stops nginx with `sig` (QUIT: graceful, TERM: fast) and waits for it to exit.
     pub fn stop_with(&mut self, sig: i32) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         // SAFETY: signals our own child process.
         unsafe { libc::kill(child.id() as i32, sig) };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -214,15 +242,19 @@ impl Nginx {
         names.sort();
         for path in names {
             if path.extension().is_some_and(|e| e == "log") {
-                all.push_str(&String::from_utf8_lossy(&fs::read(&path).unwrap_or_default()));
+                all.push_str(&String::from_utf8_lossy(
+                    &fs::read(&path).unwrap_or_default(),
+                ));
             }
         }
         all
     }
 
     pub fn log(&self, name: &str) -> String {
-        String::from_utf8_lossy(&fs::read(self.prefix.0.join("logs").join(name)).unwrap_or_default())
-            .into_owned()
+        String::from_utf8_lossy(
+            &fs::read(self.prefix.0.join("logs").join(name)).unwrap_or_default(),
+        )
+        .into_owned()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -313,7 +345,9 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -329,7 +363,9 @@ pub struct Http {
 impl Http {
     pub fn connect(port: u16) -> Http {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         Http {
             stream,
             buf: Vec::new(),
@@ -342,7 +378,13 @@ impl Http {
     }
 
     /// A request with a Content-Length body.
-    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
@@ -381,14 +423,24 @@ impl Http {
         let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
         self.buf.drain(..head_end + 4);
         let mut lines = head.lines();
-        let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let status: u16 = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
         let mut headers = HashMap::new();
         for line in lines {
             if let Some((k, v)) = line.split_once(':') {
                 headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
             }
         }
-        let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         while self.buf.len() < len {
             assert!(self.fill(), "connection closed inside a body");
         }
@@ -426,11 +478,14 @@ pub fn consume(brokers: &str, topic: &str, want: usize, idle: Duration) -> Vec<R
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
     let mut list = TopicPartitionList::new();
     for t in metadata.topics() {
         for p in t.partitions() {
-            list.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+            list.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
         }
     }
     consumer.assign(&list).unwrap();
