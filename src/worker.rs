@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_current_msec, ngx_cycle_t,
-    ngx_del_timer, ngx_event_t, ngx_exiting, ngx_get_connection, ngx_handle_read_event, ngx_log_t,
-    ngx_msec_t, ngx_terminate,
+    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t,
+    ngx_get_connection, ngx_handle_read_event, ngx_log_t, ngx_msec_t, ngx_terminate,
 };
 use ngx::http::HttpModuleMainConf;
 use rdkafka::bindings as rdsys;
@@ -274,15 +273,12 @@ pub fn stop(cycle: &mut ngx_cycle_t) {
 
     // SAFETY: nginx's signal flags, read on the worker thread.
     let terminating = unsafe { ngx_terminate } != 0;
-    let _ = unsafe { ngx_exiting };
     let timeout = if terminating {
         flush_timeout.min(TERMINATE_FLUSH_MS)
     } else {
         flush_timeout
     };
     let queued = producer.in_flight_count();
-    // SAFETY: read on the worker thread.
-    let started = unsafe { ngx_current_msec };
     let flushed = producer
         .flush(Duration::from_millis(timeout as u64))
         .is_ok();
@@ -303,6 +299,5 @@ pub fn stop(cycle: &mut ngx_cycle_t) {
         reports.delivered.load(std::sync::atomic::Ordering::Relaxed),
         reports.failed.load(std::sync::atomic::Ordering::Relaxed),
     );
-    let _ = started;
     reports.flush_repeats();
 }
