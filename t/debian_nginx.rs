@@ -15,7 +15,10 @@ use rdkafka::mocking::MockCluster;
 fn debian_nginx_loads_the_module_and_delivers() {
     let version = Command::new(nginx_bin()).arg("-v").output().unwrap();
     let version = String::from_utf8_lossy(&version.stderr).into_owned();
-    assert!(version.contains("nginx/1.22."), "not Debian's nginx: {version}");
+    assert!(
+        version.contains("nginx/1.22."),
+        "not Debian's nginx: {version}"
+    );
 
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("my-poc-topic-01", 3, 1).unwrap();
@@ -27,5 +30,8 @@ fn debian_nginx_loads_the_module_and_delivers() {
     let records = consume(&brokers, "my-poc-topic-01", 1, Duration::from_secs(5));
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].value, body);
-    assert!(nginx.logs().contains("nginx/1.22."), "the log shows Debian's nginx ran");
+    assert!(
+        nginx.logs().contains("nginx/1.22."),
+        "the log shows Debian's nginx ran"
+    );
 }

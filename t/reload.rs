@@ -81,12 +81,16 @@ fn under_load(stop_signal: i32) {
     nginx.check_logs();
 
     let acked = acked.lock().unwrap().clone();
-    let in_kafka: BTreeSet<Vec<u8>> = consume(&brokers, "reload-t", acked.len(), Duration::from_secs(5))
-        .into_iter()
-        .map(|r| r.value)
-        .collect();
+    let in_kafka: BTreeSet<Vec<u8>> =
+        consume(&brokers, "reload-t", acked.len(), Duration::from_secs(5))
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
     let logged: BTreeSet<Vec<u8>> = undelivered_payloads(&nginx.logs()).into_iter().collect();
-    let missing: Vec<_> = acked.iter().filter(|b| !in_kafka.contains(*b) && !logged.contains(*b)).collect();
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|b| !in_kafka.contains(*b) && !logged.contains(*b))
+        .collect();
     println!(
         "answered 204: {}, in Kafka: {}, in the error log: {}, missing: {}, per reload: {:?}",
         acked.len(),
@@ -95,10 +99,21 @@ fn under_load(stop_signal: i32) {
         missing.len(),
         answered_per_phase.lock().unwrap()
     );
-    assert!(acked.len() >= 300, "enough load to mean something: {}", acked.len());
-    assert!(missing.is_empty(), "answered 204 but lost: {:?}", &missing[..missing.len().min(3)]);
+    assert!(
+        acked.len() >= 300,
+        "enough load to mean something: {}",
+        acked.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "answered 204 but lost: {:?}",
+        &missing[..missing.len().min(3)]
+    );
     let log = nginx.logs();
-    assert!(log.matches("kafka: producer stopped").count() >= 2 * 4, "every worker flushed:\n{log}");
+    assert!(
+        log.matches("kafka: producer stopped").count() >= 2 * 4,
+        "every worker flushed:\n{log}"
+    );
 }
 
 #[test]
