@@ -159,6 +159,8 @@ fn add_header(r: &mut ngx_http_request_t, name: &'static str, value: &str) -> Op
     unsafe {
         let h: *mut ngx_table_elt_t = ngx_list_push(&mut r.headers_out.headers).cast();
         let h = h.as_mut()?;
+        // Zeroed first: `lowcase_key`, and `next` where nginx (1.23+) has it, stay null.
+        ptr::write_bytes(h as *mut ngx_table_elt_t, 0, 1);
         let data = ngx::ffi::ngx_pnalloc(r.pool, value.len()).cast::<u8>();
         if data.is_null() {
             return None;
@@ -173,8 +175,6 @@ fn add_header(r: &mut ngx_http_request_t, name: &'static str, value: &str) -> Op
             len: value.len(),
             data,
         };
-        h.lowcase_key = ptr::null_mut();
-        h.next = ptr::null_mut();
     }
     Some(())
 }
