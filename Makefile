@@ -1,5 +1,6 @@
 # nginx-kafka. `make run` starts a local broker and nginx with nginx/nginx.conf;
-# `make test` runs every test. Both install what they need first.
+# `make test` runs every test; `make bench` (QUICK=1 for a short run) runs the benchmark.
+# Each installs what it needs first.
 
 CARGO   ?= cargo
 PROFILE := release
@@ -19,7 +20,8 @@ build: deps
 	  cp "$$nginx" $(OUT)/sbin/nginx.new && mv $(OUT)/sbin/nginx.new $(OUT)/sbin/nginx
 	@cp target/$(PROFILE)/libngx_http_kafka_module.so $(OUT)/modules/ngx_http_kafka_module.so.new
 	@mv $(OUT)/modules/ngx_http_kafka_module.so.new $(OUT)/modules/ngx_http_kafka_module.so
-	@cp target/$(PROFILE)/kafka-dev-broker target/$(PROFILE)/kafka-consume $(OUT)/bin/
+	@cp target/$(PROFILE)/kafka-dev-broker target/$(PROFILE)/kafka-consume \
+	  target/$(PROFILE)/kafka-tally $(OUT)/bin/
 	@echo "built $(OUT)/sbin/nginx ($$($(OUT)/sbin/nginx -v 2>&1 | sed 's/.*: //')) and $(OUT)/modules/ngx_http_kafka_module.so"
 
 run: build
@@ -40,6 +42,14 @@ test-debian:
 	@scripts/build-debian.sh
 	NGINX_BIN=/usr/sbin/nginx NGINX_MODULE=$(CURDIR)/$(OUT)/debian/ngx_http_kafka_module.so \
 	  $(CARGO) test --$(PROFILE) --test debian_nginx -- --include-ignored
+
+# The benchmark (bench/run.py): Debian's nginx with this module and the original Lua
+# collector side by side, against nginx's own `return 204`. Results in bench/results/.
+bench:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory build
+	@scripts/build-debian.sh
+	python3 bench/run.py $(if $(QUICK),--quick)
 
 clean:
 	$(CARGO) clean

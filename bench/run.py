@@ -1,0 +1,737 @@
+#!/usr/bin/env python3
+"""The benchmark: this module side by side with nginx's own ceiling and the original
+OpenResty/Lua collector, on one nginx binary (Debian's /usr/sbin/nginx), one server, one
+location each (bench/nginx.conf.in).
+
+Every run starts a fresh nginx, warms it up, loads it with wrk on loopback for a fixed time,
+stops it gracefully (the module flushes), then counts what nginx answered (its access log) and
+what reached the broker (the topic's watermarks, plus a byte-for-byte read-back of what the
+broker retains). Rounds alternate the contestants; figures are medians over rounds, and
+speeds are reported as ratios to the ceiling measured in the same run.
+
+Usage: bench/run.py [--quick] [--out bench/results]
+`make bench` (or `make bench QUICK=1`) installs what this needs and builds the module first.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+NGINX = Path(os.environ.get("BENCH_NGINX", "/usr/sbin/nginx"))
+MODULE = Path(os.environ.get("BENCH_MODULE", REPO / "build/debian/ngx_http_kafka_module.so"))
+BIN = REPO / "build/bin"
+CONTESTANTS = ("ceiling", "module", "lua")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+class Settings:
+    """How long and how hard; --quick trades rounds for time (under 2 minutes)."""
+
+    def __init__(self, quick):
+        self.quick = quick
+        self.rounds = 1 if quick else 5
+        self.warmup = 1 if quick else 2
+        self.duration = 3 if quick else 10
+        self.paced_rounds = 1 if quick else 3
+        self.paced_duration = 4 if quick else 10
+        self.soak = 12 if quick else 60
+        self.soak_sample = 2 if quick else 5
+        self.sweep = not quick
+        self.sweep_duration = 8
+
+
+def log(message):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listen(port, proc, what, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited at start ({proc.returncode})")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"{what} does not listen on {port}")
+
+
+def pinned(cpu, argv):
+    """argv run on one CPU, when the machine has at least two."""
+    if cpu is None or os.cpu_count() < 2 or not shutil.which("taskset"):
+        return argv
+    return ["taskset", "-c", str(cpu)] + argv
+
+
+class Broker:
+    """build/bin/kafka-dev-broker: librdkafka's mock cluster, on CPU 1 beside wrk."""
+
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.log_path = workdir / "broker.log"
+        self.log_file = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            pinned(1, [str(BIN / "kafka-dev-broker"), "--port", str(self.port)]),
+            stdout=self.log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_listen(self.port, self.proc, "kafka-dev-broker")
+        deadline = time.time() + 5
+        self.upstream_port = None
+        while self.upstream_port is None and time.time() < deadline:
+            m = re.search(r"mock cluster at [^:]+:(\d+)", self.log_path.read_text())
+            self.upstream_port = int(m.group(1)) if m else None
+            time.sleep(0.05)
+        self.address = f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+
+    def tally(self, topic, expect):
+        out = subprocess.run(
+            [str(BIN / "kafka-tally"), "--brokers", self.address, "--topic", topic,
+             "--expect", str(expect), "--timeout-ms", "15000"],
+            capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"kafka-tally {topic}: {out.stderr.strip()}")
+        return json.loads(out.stdout)
+
+    def bytes_received(self):
+        """Bytes acknowledged on every connection to the mock broker (what producers sent)."""
+        if not self.upstream_port or not shutil.which("ss"):
+            return None
+        out = subprocess.run(["ss", "-tinH", "state", "established",
+                              f"( dport = :{self.upstream_port} )"],
+                             capture_output=True, text=True).stdout
+        return sum(int(n) for n in re.findall(r"bytes_acked:(\d+)", out))
+
+
+class Nginx:
+    """A fresh Debian nginx in its own prefix, our child, with the benchmark configuration."""
+
+    def __init__(self, workdir, broker, workers, options=(), tag="run"):
+        self.prefix = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=workdir))
+        (self.prefix / "conf").mkdir()
+        (self.prefix / "logs").mkdir()
+        os.chmod(self.prefix, 0o755)
+        self.port = free_port()
+        self.workers_wanted = workers
+        lua = (BENCH / "send2kafka.lua").read_text()
+        lua = lua.replace("@BROKER_HOST@", "127.0.0.1").replace("@BROKER_PORT@", str(broker.port))
+        (self.prefix / "send2kafka.lua").write_text(lua)
+        conf = (BENCH / "nginx.conf.in").read_text()
+        affinity = "worker_cpu_affinity 01;" if workers == 1 and os.cpu_count() >= 2 else ""
+        opts = "\n".join(f"    kafka_option {k} {v};" for k, v in options)
+        for name, value in (("@MODULE@", str(MODULE)), ("@WORKERS@", str(workers)),
+                            ("@AFFINITY@", affinity), ("@BROKERS@", broker.address),
+                            ("@KAFKA_OPTIONS@", opts), ("@PORT@", str(self.port)),
+                            ("@PREFIX@", str(self.prefix))):
+            conf = conf.replace(name, value)
+        (self.prefix / "conf/nginx.conf").write_text(conf)
+        self.proc = subprocess.Popen(
+            [str(NGINX), "-p", str(self.prefix), "-c", "conf/nginx.conf",
+             "-e", "logs/stderr.log", "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listen(self.port, self.proc, "nginx")
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            started = self.error_log().count("kafka: producer started")
+            if len(self.workers()) == workers and started >= workers:
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"nginx workers did not start:\n{self.error_log()}")
+
+    def workers(self):
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == self.proc.pid:
+                pids.append(int(entry))
+        return sorted(pids)
+
+    def cpu_seconds(self):
+        """User + system time of the workers, librdkafka's threads included."""
+        total = 0
+        for pid in self.workers():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / CLK_TCK
+
+    def rss_kb(self):
+        """Resident memory of the workers, summed."""
+        total = 0
+        for pid in self.workers():
+            try:
+                pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+            except OSError:
+                continue
+            total += pages * PAGE_KB
+        return total
+
+    def error_log(self):
+        try:
+            return (self.prefix / "logs/error.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def quit(self, timeout=60):
+        """Graceful stop (QUIT): the module flushes what it queued before the worker exits."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def statuses(self):
+        counts = {}
+        try:
+            with open(self.prefix / "logs/access.log") as f:
+                for line in f:
+                    status = line.strip()
+                    counts[status] = counts.get(status, 0) + 1
+        except OSError:
+            pass
+        return counts
+
+    def remove(self):
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+def wrk(port, path, body, topic, connections, threads, seconds, cpu=None, delay_ms=None):
+    env = dict(os.environ, BENCH_BODY=str(body), BENCH_TOPIC=topic)
+    if delay_ms is not None:
+        env["BENCH_DELAY_MS"] = str(delay_ms)
+    argv = pinned(cpu, ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
+                        "--timeout", "5s", "-s", str(BENCH / "wrk.lua"),
+                        f"http://127.0.0.1:{port}{path}"])
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCH "):
+            return json.loads(line[6:])
+    raise RuntimeError(f"wrk printed no result:\n{out.stdout}\n{out.stderr}")
+
+
+class Runner:
+    def __init__(self, settings, workdir, broker, bodies):
+        self.s = settings
+        self.workdir = workdir
+        self.broker = broker
+        self.bodies = bodies
+        self.run_id = time.strftime("%Y%m%d%H%M%S")
+        self.seq = 0
+
+    def load(self, workers):
+        """wrk's shape: with one worker, one wrk thread on the other CPU."""
+        if workers == 1:
+            return dict(connections=64, threads=1, cpu=1)
+        return dict(connections=128, threads=2, cpu=None)
+
+    def run(self, contestant, workers, body_name, seconds, options=(), delay_ms=None,
+            connections=None, soak_sample=None):
+        self.seq += 1
+        topic = f"bench-{self.run_id}-{self.seq}-{contestant}"
+        body = self.bodies[body_name]
+        shape = self.load(workers)
+        if connections:
+            shape["connections"] = connections
+        nginx = Nginx(self.workdir, self.broker, workers, options, tag=contestant)
+        result = {"contestant": contestant, "workers": workers, "body": body_name,
+                  "body_bytes": body.stat().st_size, "topic": topic,
+                  "connections": shape["connections"], "options": dict(options)}
+        try:
+            result["rss_kb_start"] = nginx.rss_kb()
+            path = f"/{contestant}"
+            wrk(nginx.port, path, body, topic, shape["connections"], shape["threads"],
+                self.s.warmup, shape["cpu"], delay_ms)
+            result["rss_kb_before"] = nginx.rss_kb()
+            sent_before = self.broker.bytes_received()
+            cpu0 = nginx.cpu_seconds()
+            samples = []
+            if soak_sample:
+                w = self.soak_wrk(nginx, path, body, topic, shape, seconds, soak_sample, samples)
+            else:
+                w = wrk(nginx.port, path, body, topic, shape["connections"], shape["threads"],
+                        seconds, shape["cpu"], delay_ms)
+            cpu1 = nginx.cpu_seconds()
+            result["rss_kb_after"] = nginx.rss_kb()
+            sent_after = self.broker.bytes_received()
+            if samples:
+                result["rss_kb_samples"] = samples
+        finally:
+            nginx.quit()
+        requests = w["requests"]
+        seconds_run = w["duration_us"] / 1e6
+        statuses = nginx.statuses()
+        result.update({
+            "requests": requests,
+            "rps": round(requests / seconds_run, 1),
+            "p50_ms": w["p50_us"] / 1000, "p90_ms": w["p90_us"] / 1000,
+            "p99_ms": w["p99_us"] / 1000, "p999_ms": w["p999_us"] / 1000,
+            "max_ms": w["max_us"] / 1000,
+            "wrk_non_2xx": w["non_2xx_3xx"],
+            "socket_errors": w["connect_errors"] + w["read_errors"] + w["write_errors"]
+            + w["timeouts"],
+            "cpu_ms_per_10k": round((cpu1 - cpu0) * 1000 / max(requests, 1) * 10000, 1),
+            # Requests per second of worker CPU: what one core would serve at this cost.
+            "rps_per_core": round(requests / (cpu1 - cpu0)) if cpu1 > cpu0 else None,
+            "statuses": statuses,
+            "answered": sum(statuses.values()),
+            "answered_2xx": sum(n for s, n in statuses.items() if s.startswith("2")),
+        })
+        if sent_before is not None and sent_after is not None and contestant == "module":
+            result["broker_bytes_per_event"] = round((sent_after - sent_before)
+                                                     / max(requests, 1), 1)
+        errors = nginx.error_log()
+        result["error_log_lines"] = {lvl: errors.count(f"[{lvl}]")
+                                     for lvl in ("alert", "crit", "error", "warn")}
+        # The Lua script's error_handle writes "Error handle: ..." for each failed batch.
+        result["lua_error_handler_lines"] = errors.count("Error handle:")
+        result["lua_aborted_lines"] = errors.count("lua entry thread aborted")
+        m = re.findall(r"kafka: producer stopped: .*?(\d+) delivered, (\d+) not delivered", errors)
+        if m:
+            result["module_delivered"] = sum(int(d) for d, _ in m)
+            result["module_not_delivered"] = sum(int(f) for _, f in m)
+        if contestant == "ceiling":
+            result["delivered"] = 0
+            result["verified"] = 0
+        else:
+            t = self.broker.tally(topic, body)
+            result["delivered"] = t["appended"]
+            result["verified"] = t["equal"]
+            result["verified_different"] = t["different"]
+            result["retained"] = t["retained"]
+        if result["error_log_lines"]["alert"] or result["error_log_lines"]["crit"]:
+            (self.workdir / f"{topic}.error.log").write_text(errors)
+        nginx.remove()
+        log(f"{contestant:7} w={workers} {body_name:9} {result['rps']:>9.0f} req/s "
+            f"p50 {result['p50_ms']:.2f} ms p99 {result['p99_ms']:.2f} ms "
+            f"cpu {result['cpu_ms_per_10k']} ms/10k 2xx {result['answered_2xx']} "
+            f"delivered {result['delivered']} rss {result['rss_kb_after']} kB")
+        return result
+
+    def soak_wrk(self, nginx, path, body, topic, shape, seconds, every, samples):
+        """One long wrk run, sampling the workers' RSS while it goes."""
+        env = dict(os.environ, BENCH_BODY=str(body), BENCH_TOPIC=topic)
+        argv = pinned(shape["cpu"], ["wrk", "-t", str(shape["threads"]), "-c",
+                                     str(shape["connections"]), "-d", f"{seconds}s",
+                                     "--timeout", "5s", "-s", str(BENCH / "wrk.lua"),
+                                     f"http://127.0.0.1:{nginx.port}{path}"])
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        start = time.time()
+        while proc.poll() is None and time.time() - start < seconds + 60:
+            time.sleep(every)
+            if proc.poll() is None:
+                samples.append([round(time.time() - start, 1), nginx.rss_kb()])
+        out, err = proc.communicate(timeout=60)
+        for line in out.splitlines():
+            if line.startswith("BENCH "):
+                return json.loads(line[6:])
+        raise RuntimeError(f"wrk printed no result:\n{out}\n{err}")
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
+def summarize(results):
+    """Medians per contestant over rounds; counts summed."""
+    out = {}
+    for c in CONTESTANTS:
+        rs = [r for r in results if r["contestant"] == c]
+        if not rs:
+            continue
+        out[c] = {
+            "rounds": len(rs),
+            "rps": median([r["rps"] for r in rs]),
+            "p50_ms": median([r["p50_ms"] for r in rs]),
+            "p99_ms": median([r["p99_ms"] for r in rs]),
+            "cpu_ms_per_10k": median([r["cpu_ms_per_10k"] for r in rs]),
+            "rps_per_core": median([r["rps_per_core"] for r in rs]),
+            "requests": sum(r["requests"] for r in rs),
+            "answered_2xx": sum(r["answered_2xx"] for r in rs),
+            "answered_other": sum(r["answered"] - r["answered_2xx"] for r in rs),
+            "delivered": sum(r["delivered"] for r in rs),
+            "verified": sum(r["verified"] for r in rs),
+            "rss_kb": median([r["rss_kb_after"] for r in rs]),
+            "rss_kb_before": median([r["rss_kb_before"] for r in rs]),
+            "rss_kb_start": median([r["rss_kb_start"] for r in rs]),
+            "socket_errors": sum(r["socket_errors"] for r in rs),
+            "error_lines": sum(r["error_log_lines"]["error"] for r in rs),
+            "alert_lines": sum(r["error_log_lines"]["alert"] + r["error_log_lines"]["crit"]
+                               for r in rs),
+        }
+        if c == "lua":
+            out[c]["error_handler_lines"] = sum(r["lua_error_handler_lines"] for r in rs)
+            out[c]["timer_aborts"] = sum(r["lua_aborted_lines"] for r in rs)
+    if "ceiling" in out and out["ceiling"]["rps"]:
+        for c in out:
+            out[c]["rps_vs_ceiling"] = round(out[c]["rps"] / out["ceiling"]["rps"], 3)
+            if out[c]["rps_per_core"] and out["ceiling"]["rps_per_core"]:
+                out[c]["per_core_vs_ceiling"] = round(
+                    out[c]["rps_per_core"] / out["ceiling"]["rps_per_core"], 3)
+            if out["ceiling"]["p99_ms"]:
+                out[c]["p99_vs_ceiling"] = round(out[c]["p99_ms"] / out["ceiling"]["p99_ms"], 3)
+    return out
+
+
+def make_2kb_body(path):
+    """A 2048-byte JSON event, the shape of postdata.json with a longer payload."""
+    head = ('{"uuid":"2b8c376e-bd20-11e6-9ebf-525499b45be6","event_time":"2016-12-08T18:08:12",'
+            '"page":"www.example.com/poster.html","element":"register",'
+            '"attrs":{"title":"test","user_id":1234,"note":"')
+    tail = '"}}'
+    filler = "".join(chr(ord("a") + i % 26) for i in range(2048 - len(head) - len(tail)))
+    path.write_text(head + filler + tail)
+    assert path.stat().st_size == 2048
+
+
+def machine():
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    nginx_v = subprocess.run([str(NGINX), "-v"], capture_output=True, text=True).stderr.strip()
+    wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()
+    return {"cpu": model, "cpus": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),
+            "kernel": platform.release(), "nginx": nginx_v.replace("nginx version: ", ""),
+            "wrk": wrk_v[0] if wrk_v else "", "os": platform.platform()}
+
+
+def goals(summary_1w, paced, soak, rss_bound_kb):
+    g = {}
+    c, m = summary_1w.get("ceiling"), summary_1w.get("module")
+    if c and m:
+        # wrk on one core cannot saturate one worker on the other, so the served rate alone
+        # flatters everyone; the cost per request (requests per worker CPU-second) is the
+        # ratio that holds at saturation. Both must reach the goal.
+        ratio = m["rps"] / c["rps"]
+        per_core = (m["rps_per_core"] / c["rps_per_core"]
+                    if m["rps_per_core"] and c["rps_per_core"] else 0)
+        g["throughput_vs_ceiling_1_worker"] = {
+            "goal": ">= 0.85 (served req/s, and req/s per worker CPU-second)",
+            "value": {"served": round(ratio, 3), "per_core": round(per_core, 3)},
+            "met": ratio >= 0.85 and per_core >= 0.85}
+        g["delivered_equals_answered_2xx"] = {
+            "goal": "delivered == answered 2xx", "value": [m["delivered"], m["answered_2xx"]],
+            "met": m["delivered"] == m["answered_2xx"]}
+    if paced.get("ceiling") and paced.get("module") and paced["ceiling"]["p99_ms"]:
+        ratio = paced["module"]["p99_ms"] / paced["ceiling"]["p99_ms"]
+        g["p99_vs_ceiling_at_half_load"] = {
+            "goal": "<= 1.2", "value": round(ratio, 3), "met": ratio <= 1.2}
+    if soak:
+        samples = soak.get("rss_kb_samples") or []
+        later = [kb for t, kb in samples if t >= min(10, samples[-1][0] / 2)] if samples else []
+        growth = (max(later) - min(later)) if later else None
+        flat = growth is not None and growth <= max(0.1 * min(later), 4096)
+        g["rss_flat_and_bounded"] = {
+            "goal": f"flat across the run, below the queue bound ({rss_bound_kb} kB)",
+            "value": {"min_kb": min(later) if later else None,
+                      "max_kb": max(later) if later else None, "growth_kb": growth},
+            "met": flat and (max(later) if later else 0) <= rss_bound_kb}
+    return g
+
+
+def markdown(report):
+    lines = []
+    mach = report["machine"]
+    lines.append(f"Run {report['run_id']} ({'quick' if report['quick'] else 'full'}: "
+                 f"{report['settings']['rounds']} round(s) of {report['settings']['duration_s']} s"
+                 f" per contestant and cell), {mach['nginx']}, {mach['cpus']} CPUs "
+                 f"({mach['cpu']}), kernel {mach['kernel']}; wrk, broker (librdkafka mock "
+                 f"cluster) and nginx on the same machine.")
+    lines.append("")
+    lines.append("| contestant | workers | body | req/s | × ceiling | req/s per worker core "
+                 "| × ceiling | p50 ms | p99 ms | CPU ms / 10k req | answered 2xx | in Kafka "
+                 "| worker RSS kB |")
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for cell in report["cells"]:
+        for c in CONTESTANTS:
+            s = cell["summary"].get(c)
+            if not s:
+                continue
+            lines.append(
+                f"| {c} | {cell['workers_label']} | {cell['body']} | {s['rps']:,.0f} "
+                f"| {s.get('rps_vs_ceiling', 0):.2f} | {s['rps_per_core'] or 0:,.0f} "
+                f"| {s.get('per_core_vs_ceiling', 0):.2f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} "
+                f"| {s['cpu_ms_per_10k']:.0f} | {s['answered_2xx']:,} "
+                f"| {'—' if c == 'ceiling' else format(s['delivered'], ',')} "
+                f"| {s['rss_kb']:,.0f} |")
+    lua = report.get("lua")
+    if lua:
+        lines.append("")
+        lines.append(f"The Lua design answered {lua['answered_2xx']:,} requests 200 in the "
+                     f"headline cell and put {lua['delivered']:,} events in Kafka; its error "
+                     f"handler logged {lua['error_handler_lines']:,} failed batches, and "
+                     f"{lua['timer_aborts']:,} flush timer(s) aborted with a Lua error.")
+    paced = report.get("paced") or {}
+    if paced:
+        lines.append("")
+        lines.append(f"Latency at half the ceiling's throughput (1 worker, postdata.json, target "
+                     f"{report['paced_target_rps']:,.0f} req/s):")
+        lines.append("")
+        lines.append("| contestant | req/s | p50 ms | p99 ms | p99 × ceiling |")
+        lines.append("|---|---:|---:|---:|---:|")
+        for c in CONTESTANTS:
+            s = paced.get(c)
+            if s:
+                lines.append(f"| {c} | {s['rps']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} "
+                             f"| {s.get('p99_vs_ceiling', 0):.2f} |")
+    if report.get("sweep"):
+        lines.append("")
+        lines.append("Producer settings (module, 1 worker, postdata.json; the rest as the "
+                     "headline: linger.ms 5, lz4):")
+        lines.append("")
+        lines.append("| settings | req/s | × ceiling | p99 ms | CPU ms / 10k req "
+                     "| bytes to broker / event | delivered / 2xx |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|")
+        ceiling = report["headline"]["ceiling"]["rps"]
+        for r in report["sweep"]:
+            label = ", ".join(f"{k} {v}" for k, v in r["options"].items()) or "headline"
+            lines.append(f"| {label} | {r['rps']:,.0f} | {r['rps'] / ceiling:.2f} "
+                         f"| {r['p99_ms']:.2f} | {r['cpu_ms_per_10k']:.0f} "
+                         f"| {r.get('broker_bytes_per_event', '—')} "
+                         f"| {r['delivered']:,} / {r['answered_2xx']:,} |")
+    soak = report.get("soak")
+    if soak:
+        samples = soak.get("rss_kb_samples", [])
+        lines.append("")
+        lines.append(f"Worker RSS under load for {report['settings']['soak_s']} s (module, 1 "
+                     f"worker, {soak['rps']:,.0f} req/s): "
+                     + ", ".join(f"{t:.0f} s {kb:,} kB" for t, kb in samples)
+                     + f"; {soak['delivered']:,} delivered of {soak['answered_2xx']:,} answered "
+                     "2xx.")
+    lines.append("")
+    lines.append("Goals (reported, not asserted):")
+    lines.append("")
+    for name, g in report["goals"].items():
+        lines.append(f"- {name}: {g['value']} (goal {g['goal']}): "
+                     f"{'met' if g['met'] else 'NOT met'}")
+    return "\n".join(lines) + "\n"
+
+
+def chart(report, png):
+    """Three panels per cell: requests/s served, requests per worker CPU-second, and
+    events in Kafka per request answered 2xx."""
+    if not shutil.which("gnuplot"):
+        log("gnuplot is missing: no chart")
+        return
+    data = png.with_suffix(".dat")
+    with open(data, "w") as f:
+        for cell in report["cells"]:
+            s = cell["summary"]
+            label = f"\"{cell['workers_label']}{'w' if cell['workers'] == 1 else ''} {cell['body']}\""
+            rps = [s.get(c, {}).get("rps", 0) or 0 for c in CONTESTANTS]
+            core = [s.get(c, {}).get("rps_per_core", 0) or 0 for c in CONTESTANTS]
+            frac = []
+            for c in CONTESTANTS:
+                x = s.get(c, {})
+                frac.append(0 if c == "ceiling" or not x.get("answered_2xx")
+                            else x["delivered"] / x["answered_2xx"])
+            f.write(label + " " + " ".join(f"{v:.4f}" for v in rps + core + frac) + "\n")
+    title = (f"nginx-kafka benchmark {report['run_id']}: {report['machine']['nginx']}, "
+             f"{report['machine']['cpus']} CPUs, wrk and broker on the same machine")
+    script = f"""
+set terminal pngcairo size 1500,520 font "sans,10"
+set output "{png}"
+set multiplot layout 1,3 title "{title}"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set key top center horizontal outside
+set grid ytics
+set yrange [0:*]
+set format y "%.0s%c"
+set title "requests/s served (median of rounds)"
+plot "{data}" using 2:xtic(1) title "return 204 (ceiling)" lc rgb "#9e9e9e", \\
+     "" using 3 title "nginx-kafka" lc rgb "#1f77b4", \\
+     "" using 4 title "OpenResty/Lua" lc rgb "#ff7f0e"
+set title "requests per worker CPU-second"
+plot "{data}" using 5:xtic(1) title "return 204 (ceiling)" lc rgb "#9e9e9e", \\
+     "" using 6 title "nginx-kafka" lc rgb "#1f77b4", \\
+     "" using 7 title "OpenResty/Lua" lc rgb "#ff7f0e"
+set title "events in Kafka per request answered 2xx"
+set yrange [0:1.1]
+set format y "%.1f"
+plot "{data}" using 9:xtic(1) title "nginx-kafka" lc rgb "#1f77b4", \\
+     "" using 10 title "OpenResty/Lua (0: nothing arrived)" lc rgb "#ff7f0e"
+unset multiplot
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    data.unlink()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds (< 2 min)")
+    ap.add_argument("--out", default=str(BENCH / "results"))
+    args = ap.parse_args()
+    s = Settings(args.quick)
+    for path in (NGINX, MODULE, BIN / "kafka-dev-broker", BIN / "kafka-tally"):
+        if not path.exists():
+            sys.exit(f"bench: {path} is missing (make bench builds it)")
+    if not shutil.which("wrk"):
+        sys.exit("bench: wrk is missing (make bench installs it)")
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="nginx-kafka-bench-"))
+    os.chmod(workdir, 0o755)
+    bodies = {"postdata": REPO / "nginx/postdata.json", "2kb": workdir / "event-2k.json"}
+    make_2kb_body(bodies["2kb"])
+    started = time.time()
+    broker = Broker(workdir)
+    runner = Runner(s, workdir, broker, bodies)
+    results, paced_results, sweep, soak = [], [], [], None
+    cells = [(1, "postdata"), (1, "2kb"), (os.cpu_count() or 1, "postdata"),
+             (os.cpu_count() or 1, "2kb")]
+    try:
+        log(f"{len(cells)} cells x {len(CONTESTANTS)} contestants x {s.rounds} round(s), "
+            f"{s.duration} s each")
+        for rnd in range(s.rounds):
+            for workers, body in cells:
+                k = (rnd + cells.index((workers, body))) % len(CONTESTANTS)
+                for c in CONTESTANTS[k:] + CONTESTANTS[:k]:
+                    r = runner.run(c, workers, body, s.duration)
+                    r["round"] = rnd + 1
+                    results.append(r)
+
+        headline = summarize([r for r in results if r["workers"] == 1
+                              and r["body"] == "postdata"])
+        target = headline["ceiling"]["rps"] / 2
+        # wrk paces in whole milliseconds: each connection waits 4 ms after each response.
+        # One short run on the ceiling measures the real cycle (the wait, the round trip and
+        # wrk's timer slack) and sets the number of connections for the target.
+        delay_ms = 4
+        probe = max(1, round(target * delay_ms / 1000))
+        calib = runner.run("ceiling", 1, "postdata", 2, delay_ms=delay_ms, connections=probe)
+        cycle_s = probe / max(calib["rps"], 1)
+        conns = max(1, round(target * cycle_s))
+        log(f"paced: {target:.0f} req/s target, {conns} connections x 1 req / {delay_ms} ms "
+            f"(a cycle takes {cycle_s * 1000:.2f} ms)")
+        for rnd in range(s.paced_rounds):
+            k = rnd % len(CONTESTANTS)
+            for c in CONTESTANTS[k:] + CONTESTANTS[:k]:
+                r = runner.run(c, 1, "postdata", s.paced_duration, delay_ms=delay_ms,
+                               connections=conns)
+                r["round"] = rnd + 1
+                paced_results.append(r)
+
+        if s.sweep:
+            variants = [
+                [("linger.ms", "0")], [("linger.ms", "50")],
+                [("compression.type", "none")], [("compression.type", "zstd")],
+                [("compression.type", "gzip")],
+                [("batch.size", "16384")], [("batch.num.messages", "100")],
+                [("acks", "1")],
+            ]
+            for v in variants:
+                sweep.append(runner.run("module", 1, "postdata", s.sweep_duration, options=v))
+
+        log(f"soak: module, 1 worker, {s.soak} s")
+        soak = runner.run("module", 1, "postdata", s.soak, soak_sample=s.soak_sample)
+    finally:
+        broker.stop()
+
+    def label(workers):
+        return "auto" if workers != 1 else "1"
+
+    report = {
+        "run_id": runner.run_id,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "quick": s.quick,
+        "machine": machine(),
+        "settings": {"rounds": s.rounds, "warmup_s": s.warmup, "duration_s": s.duration,
+                     "paced_rounds": s.paced_rounds, "paced_duration_s": s.paced_duration,
+                     "soak_s": s.soak, "load_1_worker": runner.load(1),
+                     "load_auto": runner.load(2), "module_options": {
+                         "linger.ms": "5", "compression.type": "lz4"}},
+        "cells": [],
+    }
+    for workers, body in cells:
+        rs = [r for r in results if r["workers"] == workers and r["body"] == body]
+        report["cells"].append({"workers": workers, "workers_label": label(workers),
+                                "body": body, "summary": summarize(rs)})
+    report["headline"] = headline
+    for c in CONTESTANTS:
+        report[c] = headline.get(c)
+    report["paced_target_rps"] = round(target)
+    report["paced"] = summarize(paced_results)
+    report["sweep"] = sweep
+    report["soak"] = soak
+    # librdkafka's default queue: 100,000 messages; each holds its payload and ~1 kB of
+    # bookkeeping at most. A worker's RSS must stay below that plus its idle size.
+    body_len = bodies["postdata"].stat().st_size
+    bound_kb = headline["module"]["rss_kb_start"] + 100_000 * (body_len + 1024) // 1024
+    report["rss_bound_kb"] = bound_kb
+    report["goals"] = goals(headline, report["paced"], soak, bound_kb)
+    report["runs"] = results + paced_results
+    report["elapsed_s"] = round(time.time() - started, 1)
+
+    name = f"{runner.run_id}{'-quick' if s.quick else ''}"
+    (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    shutil.copy(out_dir / f"{name}.json", out_dir / "latest.json")
+    md = markdown(report)
+    (out_dir / "latest.md").write_text(md)
+    try:
+        chart(report, out_dir / "latest.png")
+    except subprocess.CalledProcessError as e:
+        log(f"chart failed: {e}")
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(md)
+    log(f"done in {report['elapsed_s']} s: {out_dir / (name + '.json')}, latest.json, "
+        "latest.md, latest.png")
+
+
+if __name__ == "__main__":
+    main()
