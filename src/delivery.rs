@@ -22,8 +22,14 @@ use crate::repeats::{RepeatFilter, Verdict};
 const REPEAT_WINDOW_MS: u64 = 10_000;
 
 /// The producer's context: counts outcomes and logs what went wrong.
+///
+/// librdkafka reports only failures (`delivery.report.only.error`, see `worker.rs`): a
+/// success report per message would cost the worker a callback and its share of wake-ups for
+/// nothing. What was delivered is what was accepted, less what failed, less what is in flight.
 pub struct DeliveryReports {
-    pub delivered: AtomicU64,
+    /// Messages the producer took (`send` returned Ok).
+    pub accepted: AtomicU64,
+    /// Messages reported as not delivered, each logged with its payload.
     pub failed: AtomicU64,
     repeats: Mutex<RepeatFilter>,
 }
@@ -31,7 +37,7 @@ pub struct DeliveryReports {
 impl Default for DeliveryReports {
     fn default() -> Self {
         DeliveryReports {
-            delivered: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             repeats: Mutex::new(RepeatFilter::new(REPEAT_WINDOW_MS)),
         }
@@ -43,6 +49,13 @@ impl Default for DeliveryReports {
 pub type LogRef = usize;
 
 impl DeliveryReports {
+    /// Messages delivered so far, given how many are still queued or in flight.
+    pub fn delivered(&self, in_flight: u64) -> u64 {
+        let accepted = self.accepted.load(Ordering::Relaxed);
+        let failed = self.failed.load(Ordering::Relaxed);
+        accepted.saturating_sub(failed).saturating_sub(in_flight)
+    }
+
     /// Writes `message` to the cycle's error log unless it repeats a recent one.
     fn log_limited(&self, level: ngx_uint_t, message: &str) {
         // SAFETY: called on the nginx worker thread, where these globals are valid.
@@ -107,9 +120,8 @@ impl ProducerContext for DeliveryReports {
 
     fn delivery(&self, result: &DeliveryResult<'_>, log: LogRef) {
         match result {
-            Ok(_) => {
-                self.delivered.fetch_add(1, Ordering::Relaxed);
-            }
+            // Only when an operator turned success reports back on: nothing to do.
+            Ok(_) => {}
             Err((error, message)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 let line = failure_line(

@@ -66,7 +66,12 @@ pub fn send(
         if let Some(key) = key {
             record = record.key(key);
         }
-        w.producer.send(record).map_err(|(e, _)| classify(e))
+        w.producer.send(record).map_err(|(e, _)| classify(e))?;
+        w.producer
+            .context()
+            .accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     })
 }
 
@@ -139,6 +144,9 @@ fn client_config(mcf: &MainConf) -> ClientConfig {
         mcf.brokers.as_deref().unwrap_or_default(),
     );
     config.set("client.id", "nginx-kafka");
+    // Failures only: a failed message is logged with its payload; successes are counted as
+    // accepted less failed (delivery.rs). An operator may still set it back.
+    config.set("delivery.report.only.error", "true");
     let mut level = RDKafkaLogLevel::Warning;
     for (name, value) in &mcf.options {
         config.set(name, value);
@@ -286,18 +294,24 @@ pub fn stop(cycle: &mut ngx_cycle_t) {
         producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
         let _ = producer.flush(Duration::from_millis(500));
     }
+    let left = producer.in_flight_count().max(0) as u64;
     let reports = producer.context();
     crate::notice!(
         log,
-        "kafka: producer stopped: {} queued at exit, {}; {} delivered, {} not delivered in all",
+        "kafka: producer stopped: {} queued at exit, {}; {} delivered, {} not delivered{} in all",
         queued,
         if flushed {
             "all flushed"
         } else {
             "flush timed out, the rest logged"
         },
-        reports.delivered.load(std::sync::atomic::Ordering::Relaxed),
+        reports.delivered(left),
         reports.failed.load(std::sync::atomic::Ordering::Relaxed),
+        if left > 0 {
+            format!(", {left} unaccounted for")
+        } else {
+            String::new()
+        },
     );
     reports.flush_repeats();
 }

@@ -30,7 +30,7 @@ const IDLE: Duration = Duration::from_secs(5);
 #[test]
 fn original_acceptance_test_with_ab() {
     let (_cluster, brokers) = cluster(&[("my-poc-topic-01", 3)]);
-    let nginx = Nginx::start_example(&brokers);
+    let mut nginx = Nginx::start_example(&brokers);
     let out = Command::new("ab")
         .args([
             "-q",
@@ -60,6 +60,11 @@ fn original_acceptance_test_with_ab() {
         partitions.len() > 1,
         "events without a key spread over partitions"
     );
+
+    // librdkafka reports failures only; the workers still count what they delivered.
+    nginx.quit();
+    let log = nginx.log("error.log");
+    assert_eq!(exit_counts(&log), (1000, 0), "{log}");
 }
 
 /// `kafka_value_format body_data` writes what the Lua script's cjson.encode wrote.

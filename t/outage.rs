@@ -174,4 +174,5 @@ fn exit_logs_what_could_not_be_flushed() {
         log.contains("kafka: producer stopped: 30 queued at exit, flush timed out"),
         "{log}"
     );
+    assert_eq!(exit_counts(&log), (0, 30), "{log}");
 }

@@ -521,6 +521,27 @@ pub fn read_records(consumer: &BaseConsumer, want: usize, idle: Duration) -> Vec
     out
 }
 
+/// The workers' exit counts, summed over every `kafka: producer stopped` line in `log`:
+/// (delivered, not delivered).
+pub fn exit_counts(log: &str) -> (u64, u64) {
+    let mut sums = (0, 0);
+    for line in log
+        .lines()
+        .filter(|l| l.contains("kafka: producer stopped:"))
+    {
+        let words: Vec<&str> = line.split([' ', ',', ';']).collect();
+        for (i, w) in words.iter().enumerate() {
+            let n = || words[i - 1].parse::<u64>().unwrap();
+            match (*w, words.get(i + 1)) {
+                ("delivered", _) if words[i - 1] != "not" => sums.0 += n(),
+                ("not", Some(&"delivered")) => sums.1 += n(),
+                _ => {}
+            }
+        }
+    }
+    sums
+}
+
 /// Payloads of the `message not delivered` lines in `log`, unescaped.
 pub fn undelivered_payloads(log: &str) -> Vec<Vec<u8>> {
     log.lines()
