@@ -35,6 +35,8 @@ NGINX = Path(os.environ.get("BENCH_NGINX", "/usr/sbin/nginx"))
 MODULE = Path(os.environ.get("BENCH_MODULE", REPO / "build/debian/ngx_http_kafka_module.so"))
 BIN = REPO / "build/bin"
 CONTESTANTS = ("ceiling", "module", "lua")
+# The module's producer settings, as in nginx/nginx.conf; a sweep run replaces one of them.
+PRODUCER_OPTIONS = {"linger.ms": "5", "compression.type": "lz4"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -86,7 +88,8 @@ def pinned(cpu, argv):
 
 
 class Broker:
-    """build/bin/kafka-dev-broker: librdkafka's mock cluster, on CPU 1 beside wrk."""
+    """build/bin/kafka-dev-broker: librdkafka's mock cluster, on CPU 1 beside wrk. It keeps
+    every message in memory, so each run gets a fresh one."""
 
     def __init__(self, workdir):
         self.port = free_port()
@@ -148,7 +151,8 @@ class Nginx:
         (self.prefix / "send2kafka.lua").write_text(lua)
         conf = (BENCH / "nginx.conf.in").read_text()
         affinity = "worker_cpu_affinity 01;" if workers == 1 and os.cpu_count() >= 2 else ""
-        opts = "\n".join(f"    kafka_option {k} {v};" for k, v in options)
+        merged = dict(PRODUCER_OPTIONS, **dict(options))
+        opts = "\n".join(f"    kafka_option {k} {v};" for k, v in merged.items())
         for name, value in (("@MODULE@", str(MODULE)), ("@WORKERS@", str(workers)),
                             ("@AFFINITY@", affinity), ("@BROKERS@", broker.address),
                             ("@KAFKA_OPTIONS@", opts), ("@PORT@", str(self.port)),
@@ -236,25 +240,37 @@ class Nginx:
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 
-def wrk(port, path, body, topic, connections, threads, seconds, cpu=None, delay_ms=None):
+def wrk_command(port, path, body, topic, connections, threads, seconds, cpu=None,
+                delay_ms=None):
+    """The wrk command line and environment for one load."""
     env = dict(os.environ, BENCH_BODY=str(body), BENCH_TOPIC=topic)
     if delay_ms is not None:
         env["BENCH_DELAY_MS"] = str(delay_ms)
     argv = pinned(cpu, ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
                         "--timeout", "5s", "-s", str(BENCH / "wrk.lua"),
                         f"http://127.0.0.1:{port}{path}"])
-    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
-    for line in out.stdout.splitlines():
+    return argv, env
+
+
+def wrk_result(out, err):
+    for line in out.splitlines():
         if line.startswith("BENCH "):
             return json.loads(line[6:])
-    raise RuntimeError(f"wrk printed no result:\n{out.stdout}\n{out.stderr}")
+    raise RuntimeError(f"wrk printed no result:\n{out}\n{err}")
+
+
+def wrk(port, path, body, topic, connections, threads, seconds, cpu=None, delay_ms=None):
+    argv, env = wrk_command(port, path, body, topic, connections, threads, seconds, cpu,
+                            delay_ms)
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    return wrk_result(out.stdout, out.stderr)
 
 
 class Runner:
-    def __init__(self, settings, workdir, broker, bodies):
+    def __init__(self, settings, workdir, bodies):
         self.s = settings
         self.workdir = workdir
-        self.broker = broker
+        self.broker = None
         self.bodies = bodies
         self.run_id = time.strftime("%Y%m%d%H%M%S")
         self.seq = 0
@@ -273,6 +289,15 @@ class Runner:
         shape = self.load(workers)
         if connections:
             shape["connections"] = connections
+        self.broker = Broker(self.workdir)
+        try:
+            return self.measure(contestant, workers, body_name, body, topic, shape, seconds,
+                                options, delay_ms, soak_sample)
+        finally:
+            self.broker.stop()
+
+    def measure(self, contestant, workers, body_name, body, topic, shape, seconds, options,
+                delay_ms, soak_sample):
         nginx = Nginx(self.workdir, self.broker, workers, options, tag=contestant)
         result = {"contestant": contestant, "workers": workers, "body": body_name,
                   "body_bytes": body.stat().st_size, "topic": topic,
@@ -350,11 +375,8 @@ class Runner:
 
     def soak_wrk(self, nginx, path, body, topic, shape, seconds, every, samples):
         """One long wrk run, sampling the workers' RSS while it goes."""
-        env = dict(os.environ, BENCH_BODY=str(body), BENCH_TOPIC=topic)
-        argv = pinned(shape["cpu"], ["wrk", "-t", str(shape["threads"]), "-c",
-                                     str(shape["connections"]), "-d", f"{seconds}s",
-                                     "--timeout", "5s", "-s", str(BENCH / "wrk.lua"),
-                                     f"http://127.0.0.1:{nginx.port}{path}"])
+        argv, env = wrk_command(nginx.port, path, body, topic, shape["connections"],
+                                shape["threads"], seconds, shape["cpu"])
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         start = time.time()
@@ -363,10 +385,7 @@ class Runner:
             if proc.poll() is None:
                 samples.append([round(time.time() - start, 1), nginx.rss_kb()])
         out, err = proc.communicate(timeout=60)
-        for line in out.splitlines():
-            if line.startswith("BENCH "):
-                return json.loads(line[6:])
-        raise RuntimeError(f"wrk printed no result:\n{out}\n{err}")
+        return wrk_result(out, err)
 
 
 def median(values):
@@ -537,6 +556,9 @@ def markdown(report):
         ceiling = report["headline"]["ceiling"]["rps"]
         for r in report["sweep"]:
             label = ", ".join(f"{k} {v}" for k, v in r["options"].items()) or "headline"
+            if "error" in r:
+                lines.append(f"| {label} | failed: {r['error']} | | | | | |")
+                continue
             lines.append(f"| {label} | {r['rps']:,.0f} | {r['rps'] / ceiling:.2f} "
                          f"| {r['p99_ms']:.2f} | {r['cpu_ms_per_10k']:.0f} "
                          f"| {r.get('broker_bytes_per_event', '—')} "
@@ -611,6 +633,19 @@ unset multiplot
     data.unlink()
 
 
+def update_readme(md):
+    """A full run replaces the results between the README's bench markers."""
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    if begin not in text or end not in text:
+        return
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    body = f"{begin}\n{md}\n![benchmark chart](bench/results/latest.png)\n{end}"
+    readme.write_text(head + body + tail)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds (< 2 min)")
@@ -630,8 +665,7 @@ def main():
     bodies = {"postdata": REPO / "nginx/postdata.json", "2kb": workdir / "event-2k.json"}
     make_2kb_body(bodies["2kb"])
     started = time.time()
-    broker = Broker(workdir)
-    runner = Runner(s, workdir, broker, bodies)
+    runner = Runner(s, workdir, bodies)
     results, paced_results, sweep, soak = [], [], [], None
     cells = [(1, "postdata"), (1, "2kb"), (os.cpu_count() or 1, "postdata"),
              (os.cpu_count() or 1, "2kb")]
@@ -673,15 +707,28 @@ def main():
                 [("compression.type", "none")], [("compression.type", "zstd")],
                 [("compression.type", "gzip")],
                 [("batch.size", "16384")], [("batch.num.messages", "100")],
-                [("acks", "1")],
+                [("acks", "1")], [("delivery.report.only.error", "false")],
             ]
             for v in variants:
-                sweep.append(runner.run("module", 1, "postdata", s.sweep_duration, options=v))
+                try:
+                    sweep.append(runner.run("module", 1, "postdata", s.sweep_duration,
+                                            options=v))
+                except RuntimeError as e:
+                    log(f"sweep {v}: {e}")
+                    sweep.append({"options": dict(v), "error": str(e)})
 
         log(f"soak: module, 1 worker, {s.soak} s")
         soak = runner.run("module", 1, "postdata", s.soak, soak_sample=s.soak_sample)
+    except BaseException:
+        # Keep what was measured for a look; latest.* stay as they were.
+        partial = out_dir / f"{runner.run_id}.partial.json"
+        partial.write_text(json.dumps({"runs": results + paced_results, "sweep": sweep},
+                                      indent=1) + "\n")
+        log(f"stopped early; runs so far in {partial}")
+        raise
     finally:
-        broker.stop()
+        if runner.broker:
+            runner.broker.stop()
 
     def label(workers):
         return "auto" if workers != 1 else "1"
@@ -694,8 +741,7 @@ def main():
         "settings": {"rounds": s.rounds, "warmup_s": s.warmup, "duration_s": s.duration,
                      "paced_rounds": s.paced_rounds, "paced_duration_s": s.paced_duration,
                      "soak_s": s.soak, "load_1_worker": runner.load(1),
-                     "load_auto": runner.load(2), "module_options": {
-                         "linger.ms": "5", "compression.type": "lz4"}},
+                     "load_auto": runner.load(2), "module_options": PRODUCER_OPTIONS},
         "cells": [],
     }
     for workers, body in cells:
@@ -727,6 +773,8 @@ def main():
         chart(report, out_dir / "latest.png")
     except subprocess.CalledProcessError as e:
         log(f"chart failed: {e}")
+    if not s.quick and out_dir.resolve() == (BENCH / "results").resolve():
+        update_readme(md)
     shutil.rmtree(workdir, ignore_errors=True)
     print(md)
     log(f"done in {report['elapsed_s']} s: {out_dir / (name + '.json')}, latest.json, "

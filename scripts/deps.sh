@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a step needs when it is missing: build (compilers, headers), test (ab, tansu),
-# debian (Debian's nginx and its module build kit), bench (wrk, gnuplot, the Lua collector).
+# debian (Debian's nginx, its module build kit, and the Lua collector the benchmark runs),
+# bench (all of debian, wrk, gnuplot, ss).
 set -euo pipefail
 
 need_pkgs=()
@@ -9,7 +10,8 @@ want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' 
 case "${1:-build}" in
   build) for p in build-essential libpcre2-dev libssl-dev zlib1g-dev clang libclang-dev curl; do want "$p"; done ;;
   test)  for p in apache2-utils; do want "$p"; done ;;
-  debian) for p in nginx nginx-dev; do want "$p"; done ;;
+  debian) for p in nginx nginx-dev libnginx-mod-http-lua lua-nginx-kafka lua-cjson; do
+            want "$p"; done ;;
   bench) for p in nginx nginx-dev wrk gnuplot-nox iproute2 libnginx-mod-http-lua lua-nginx-kafka lua-cjson; do
            want "$p"; done ;;
   *) echo "deps.sh: unknown step $1" >&2; exit 2 ;;

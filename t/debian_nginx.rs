@@ -73,3 +73,59 @@ fn example_config_on_debian_nginx() {
     );
     assert!(!logs.contains("message not delivered"), "{logs}");
 }
+
+/// The benchmark's configuration (bench/nginx.conf.in) on the same nginx, with Debian's Lua
+/// module loaded beside ours: it passes `nginx -t`, and each contestant answers as the
+/// benchmark expects (the ceiling and the module 204, the Lua script 200), with the module's
+/// event in Kafka byte for byte. What the Lua script delivers is the benchmark's to report.
+#[test]
+#[ignore = "needs Debian's nginx, its Lua module and the module built for it: make test-debian"]
+fn benchmark_config_on_debian_nginx() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("bench-test", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let (host, port) = brokers.rsplit_once(':').unwrap();
+
+    let conf = std::fs::read_to_string(repo().join("bench/nginx.conf.in")).unwrap();
+    let conf = conf
+        .replace("@MODULE@", "{module}")
+        .replace("@WORKERS@", "1")
+        .replace("@AFFINITY@", "")
+        .replace("@BROKERS@", "{brokers}")
+        .replace(
+            "@KAFKA_OPTIONS@",
+            "kafka_option linger.ms 5; kafka_option compression.type lz4;",
+        )
+        .replace("@PORT@", "{port}")
+        .replace("@PREFIX@/send2kafka.lua", "conf/send2kafka.lua");
+    assert!(!conf.contains('@'), "every placeholder is filled:\n{conf}");
+    let lua = std::fs::read_to_string(repo().join("bench/send2kafka.lua")).unwrap();
+    let lua = lua
+        .replace("@BROKER_HOST@", host)
+        .replace("@BROKER_PORT@", port);
+
+    let (ok, text) = config_test(&conf);
+    assert!(ok, "nginx -t on the benchmark configuration:\n{text}");
+
+    let nginx = Nginx::start(&[("nginx.conf", &conf), ("send2kafka.lua", &lua)], &brokers);
+    let body = postdata();
+    let mut statuses = Vec::new();
+    for location in ["/ceiling", "/module", "/lua"] {
+        let r = Http::connect(nginx.port).request(
+            "POST",
+            location,
+            &[
+                ("Content-Type", "application/json"),
+                ("topic", "bench-test"),
+            ],
+            &body,
+        );
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses, [204, 204, 200], "{}", nginx.logs());
+
+    // Two at most: the module's, and the Lua script's should the packaged library deliver it.
+    let records = consume(&brokers, "bench-test", 2, Duration::from_secs(3));
+    let from_module: Vec<_> = records.iter().filter(|r| r.value == body).collect();
+    assert_eq!(from_module.len(), 1, "{}", nginx.logs());
+}
