@@ -1,8 +1,8 @@
 //! Counts what a topic holds, for the benchmark: the sum of its partitions' high watermarks
 //! (every message the broker ever appended), and, with `--expect FILE`, reads back what the
-//! broker still retains and compares each value with FILE byte for byte. librdkafka's mock
-//! cluster keeps only the newest messages of a partition, so the watermarks count and the
-//! read-back checks content.
+//! broker still retains and compares each value with FILE byte for byte. A broker may have
+//! dropped its oldest messages (retention): the watermarks still count them, and the
+//! read-back checks what is left.
 //!
 //! Usage: kafka-tally --brokers HOST:PORT --topic NAME [--expect FILE] [--timeout-ms MS]
 //! Prints one JSON object: {"topic":..,"partitions":..,"appended":..,"retained":..,
