@@ -508,6 +508,10 @@ def markdown(report):
                  f" per contestant and cell), {mach['nginx']}, {mach['cpus']} CPUs "
                  f"({mach['cpu']}), kernel {mach['kernel']}; wrk, broker (librdkafka mock "
                  f"cluster) and nginx on the same machine.")
+    if report["quick"]:
+        lines.append("")
+        lines.append("Quick run: every figure is a single 3 s sample and swings by 10-20 % from "
+                     "run to run here; judge the goals on a full run (`make bench`).")
     lines.append("")
     lines.append("| contestant | workers | body | req/s | × ceiling | req/s per worker core "
                  "| × ceiling | p50 ms | p99 ms | CPU ms / 10k req | answered 2xx | in Kafka "
