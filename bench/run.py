@@ -539,7 +539,7 @@ def markdown(report):
         lines.append("")
         lines.append(f"The module put {total('delivered'):,} events in Kafka; the broker still "
                      f"held {total('retained'):,} at the end of each run (it drops its oldest), "
-                     f"all read back: {total('verified'):,} byte-equal to the body posted, "
+                     f"read back: {total('verified'):,} byte-equal to the body posted, "
                      f"{total('verified_different'):,} different.")
     lua = report.get("lua")
     if lua:
