@@ -9,7 +9,7 @@ what reached the broker (the topic's watermarks, plus a byte-for-byte read-back 
 broker retains). Rounds alternate the contestants; figures are medians over rounds, and
 speeds are reported as ratios to the ceiling measured in the same run.
 
-Usage: bench/run.py [--quick] [--out bench/results]
+Usage: bench/run.py [--quick] [--out bench/results] [--render bench/results/RUN.json]
 `make bench` (or `make bench QUICK=1`) installs what this needs and builds the module first.
 """
 
