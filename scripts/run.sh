@@ -28,7 +28,7 @@ cp -r nginx/. $run/conf/
 
 brokers=${KAFKA_BROKERS:-127.0.0.1:9092}
 if [ -z "${KAFKA_BROKERS:-}" ]; then
-  nohup build/bin/kafka-dev-broker --port 9092 --topic my-poc-topic-01:3 --topic events:3 \
+  nohup build/bin/kafka-dev-broker --port 9092 --topic my-poc-topic-01:3 --topic my-poc-topic-mirror:3 --topic events:3 \
     >$run/logs/broker.log 2>&1 &
   echo $! >$run/broker.pid
   for _ in $(seq 50); do grep -q listening $run/logs/broker.log && break; sleep 0.1; done

@@ -98,7 +98,7 @@ pub fn send_accepted(r: &mut ngx_http_request_t) -> ngx_int_t {
     r.headers_out.content_length_n = 0;
     // SAFETY: a valid request on the nginx thread.
     let rc = unsafe { ngx_http_send_header(r) };
-    if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t {
+    if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || r.header_only() != 0 {
         return rc;
     }
     // SAFETY: as above.

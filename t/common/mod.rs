@@ -101,7 +101,8 @@ impl Nginx {
                 let text = text
                     .replace("modules/ngx_http_kafka_module.so", "{module}")
                     .replace("kafka_brokers 127.0.0.1:9092;", "kafka_brokers {brokers};")
-                    .replace("listen 127.0.0.1:8080;", "listen 127.0.0.1:{port};");
+                    .replace("listen 127.0.0.1:8080;", "listen 127.0.0.1:{port};")
+                    .replace("http://127.0.0.1:8080/", "http://127.0.0.1:{port}/");
                 (name, text)
             })
             .collect()
@@ -578,4 +579,25 @@ pub fn unescape(text: &[u8]) -> Vec<u8> {
 
 pub fn postdata() -> Vec<u8> {
     fs::read(repo().join("nginx/postdata.json")).unwrap()
+}
+
+/// Established TCP connections whose local port is `port` (nginx's side), from /proc.
+pub fn established_to(port: u16) -> usize {
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (cols.get(1), cols.get(3)) else {
+                continue;
+            };
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && *state == "01" {
+                n += 1;
+            }
+        }
+    }
+    n
 }
