@@ -5,7 +5,7 @@ use core::ffi::{c_char, c_void};
 use core::mem::offset_of;
 use core::ptr::{self, addr_of_mut};
 
-use ngx::core::{NgxStr, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_enum_t, ngx_conf_set_enum_slot, ngx_conf_set_msec_slot,
     ngx_conf_set_sec_slot, ngx_conf_t, ngx_http_complex_value_t, ngx_http_set_complex_value_slot,
@@ -34,6 +34,12 @@ pub struct MainConf {
     pub flush_timeout: ngx_msec_t,
     /// Whether any location has `kafka_ingest`; without one, workers start no producer.
     pub ingest: bool,
+}
+
+impl MainConf {
+    pub fn producer_config(&self) -> rdkafka::ClientConfig {
+        properties::producer_config(self.brokers.as_deref().unwrap_or_default(), &self.options)
+    }
 }
 
 impl Default for MainConf {
@@ -72,6 +78,16 @@ impl Default for LocationConf {
 }
 
 impl LocationConf {
+    pub fn topic(&self) -> Option<&ngx_http_complex_value_t> {
+        // SAFETY: null, or compiled by `ngx_http_set_complex_value_slot` for the cycle.
+        unsafe { self.topic.as_ref() }
+    }
+
+    pub fn key(&self) -> Option<&ngx_http_complex_value_t> {
+        // SAFETY: as for `topic`.
+        unsafe { self.key.as_ref() }
+    }
+
     pub fn value_format(&self) -> ValueFormat {
         if self.value_format == VALUE_FORMAT_BODY_DATA {
             ValueFormat::BodyData
@@ -187,13 +203,8 @@ fn args(cf: &ngx_conf_t) -> &[ngx_str_t] {
     unsafe { (*cf.args).as_slice() }
 }
 
-fn bytes(s: &ngx_str_t) -> &[u8] {
-    // SAFETY: configuration strings point into the parsed configuration, alive for the cycle.
-    unsafe { NgxStr::from_ngx_str(*s) }.as_bytes()
-}
-
 fn text(s: &ngx_str_t) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(bytes(s))
+    String::from_utf8_lossy(s.as_bytes())
 }
 
 /// Logs an `[emerg]` line with the current file and line, and fails the directive.
@@ -252,9 +263,10 @@ extern "C" fn set_option(
         );
     }
     if let Err(reason) = properties::check(&name, &value) {
+        // The value is not repeated: it may be a password.
         return emerg(
             cf,
-            format_args!("invalid \"kafka_option\" \"{name}\" \"{value}\": {reason}"),
+            format_args!("invalid value for \"{name}\" in \"kafka_option\" directive: {reason}"),
         );
     }
     mcf.options.push((name, value));
@@ -302,7 +314,7 @@ extern "C" fn set_allowed_topics(
     let mut patterns = Vec::new();
     for i in 1..args(cf).len() {
         let arg = args(cf)[i];
-        match TopicPattern::parse(bytes(&arg)) {
+        match TopicPattern::parse(arg.as_bytes()) {
             Some(p) => patterns.push(p),
             None => return invalid_value(cf, &arg),
         }
@@ -311,10 +323,21 @@ extern "C" fn set_allowed_topics(
     NGX_CONF_OK
 }
 
-/// Sets `kafka_flush_timeout`'s default once the `http` block is parsed.
-pub fn init_main(mcf: &mut MainConf) -> *mut c_char {
+/// Once the `http` block is parsed: sets defaults, and has librdkafka check the producer's
+/// whole configuration, so that `nginx -t` catches properties that do not work together.
+pub fn init_main(cf: &mut ngx_conf_t, mcf: &mut MainConf) -> *mut c_char {
     if mcf.flush_timeout == UNSET_MSEC {
         mcf.flush_timeout = 10_000;
+    }
+    if mcf.ingest {
+        let config = mcf.producer_config();
+        let values: Vec<&str> = mcf.options.iter().map(|(_, v)| v.as_str()).collect();
+        if let Err(reason) = properties::check_producer(&config, &values) {
+            return emerg(
+                cf,
+                format_args!("\"kafka_option\" properties do not work together: {reason}"),
+            );
+        }
     }
     NGX_CONF_OK
 }
@@ -378,7 +401,7 @@ pub unsafe fn merge_location(
         );
     };
     if topic.lengths.is_null() {
-        let name = bytes(&topic.value);
+        let name = topic.value.as_bytes();
         let name_text = String::from_utf8_lossy(name).into_owned();
         if !is_legal_topic(name) {
             return fail(

@@ -1,140 +1,142 @@
-//! What a delivery report means: counters, and for a failure one `[error]` line that carries
-//! the whole payload, escaped so that it can be recovered and produced again.
+//! What the producer reports: delivery results (counted; a failure is logged with its whole
+//! payload, escaped so that it can be produced again), and librdkafka's own log lines and
+//! errors, rate-limited.
 //!
-//! Threading: librdkafka hands every report, log line and error to the main queue, which only
-//! the nginx worker thread polls (see `worker.rs`), so these callbacks run on that thread.
+//! Threading: everything here runs on the worker thread, which alone serves the producer's
+//! main queue (see `worker/queue.rs`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::borrow::Cow;
 
 use ngx::ffi::{ngx_current_msec, ngx_cycle, ngx_log_t, ngx_uint_t};
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::producer::{DeliveryResult, ProducerContext};
 
 use crate::failure_line::failure_line;
 use crate::log::{write_line, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN};
 use crate::repeats::{RepeatFilter, Verdict};
 
-/// How long identical librdkafka complaints are held back after one is written.
+/// How long identical complaints are held back after one is written.
 const REPEAT_WINDOW_MS: u64 = 10_000;
-
-/// The producer's context: counts outcomes and logs what went wrong.
-///
-/// librdkafka reports only failures (`delivery.report.only.error`, see `worker.rs`): a
-/// success report per message would cost the worker a callback and its share of wake-ups for
-/// nothing. What was delivered is what was accepted, less what failed, less what is in flight.
-pub struct DeliveryReports {
-    /// Messages the producer took (`send` returned Ok).
-    pub accepted: AtomicU64,
-    /// Messages reported as not delivered, each logged with its payload.
-    pub failed: AtomicU64,
-    repeats: Mutex<RepeatFilter>,
-}
-
-impl Default for DeliveryReports {
-    fn default() -> Self {
-        DeliveryReports {
-            accepted: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            repeats: Mutex::new(RepeatFilter::new(REPEAT_WINDOW_MS)),
-        }
-    }
-}
 
 /// Which error log a message's failure goes to: the one of the location that accepted it.
 /// Stored as the message's opaque, a `*mut ngx_log_t` that lives as long as the cycle.
 pub type LogRef = usize;
 
-impl DeliveryReports {
+/// One message's delivery report, borrowed from librdkafka's event.
+pub struct Report<'a> {
+    pub topic: Cow<'a, str>,
+    pub partition: i32,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+    /// `None` when the broker acknowledged the message.
+    pub error: Option<String>,
+    pub opaque: LogRef,
+}
+
+/// This worker's counts, and the rate limiter of its repeated log lines.
+///
+/// librdkafka reports only failures by default (`delivery.report.only.error`, see
+/// `worker/mod.rs`): what was delivered is what was accepted, less what failed, less what
+/// is still in flight.
+pub struct Reports {
+    /// Messages the producer took.
+    pub accepted: u64,
+    /// Messages reported as not delivered, each logged with its payload.
+    pub failed: u64,
+    repeats: RepeatFilter,
+}
+
+impl Default for Reports {
+    fn default() -> Self {
+        Reports {
+            accepted: 0,
+            failed: 0,
+            repeats: RepeatFilter::new(REPEAT_WINDOW_MS),
+        }
+    }
+}
+
+impl Reports {
     /// Messages delivered so far, given how many are still queued or in flight.
     pub fn delivered(&self, in_flight: u64) -> u64 {
-        let accepted = self.accepted.load(Ordering::Relaxed);
-        let failed = self.failed.load(Ordering::Relaxed);
-        accepted.saturating_sub(failed).saturating_sub(in_flight)
+        self.accepted
+            .saturating_sub(self.failed)
+            .saturating_sub(in_flight)
     }
 
-    /// Writes `message` to the cycle's error log unless it repeats a recent one.
-    fn log_limited(&self, level: ngx_uint_t, message: &str) {
-        // SAFETY: called on the nginx worker thread, where these globals are valid.
-        let (log, now) = unsafe { ((*ngx_cycle).log, ngx_current_msec as u64) };
-        let verdict = match self.repeats.lock() {
-            Ok(mut f) => f.admit(message, now),
-            Err(_) => Verdict::Write { suppressed: 0 },
+    pub fn on_delivery(&mut self, report: &Report<'_>) {
+        let Some(error) = &report.error else {
+            return;
         };
-        if let Verdict::Write { suppressed } = verdict {
+        self.failed += 1;
+        let line = failure_line(
+            &report.topic,
+            report.partition,
+            report.key,
+            error,
+            report.payload,
+        );
+        // SAFETY: the opaque is a location's error log, valid for the cycle, set by the
+        // request handler on this thread.
+        unsafe {
+            write_line(
+                NGX_LOG_ERR as ngx_uint_t,
+                report.opaque as *mut ngx_log_t,
+                &line,
+            )
+        };
+    }
+
+    pub fn on_log(&mut self, level: i32, facility: &str, message: &str) {
+        // syslog(3) levels, as librdkafka uses them.
+        let level = match level {
+            0..=4 => NGX_LOG_WARN,
+            5 => NGX_LOG_NOTICE,
+            _ => NGX_LOG_INFO,
+        };
+        self.limited(
+            level as ngx_uint_t,
+            cycle_log(),
+            &format!("librdkafka {facility}: {message}"),
+        );
+    }
+
+    pub fn on_error(&mut self, fatal: bool, name: &str, reason: &str) {
+        let level = if fatal { NGX_LOG_ERR } else { NGX_LOG_WARN };
+        self.limited(
+            level as ngx_uint_t,
+            cycle_log(),
+            &format!("librdkafka error {name}: {reason}"),
+        );
+    }
+
+    /// Writes `kafka: <message>` to `log` unless a line like it (digits aside) was written
+    /// in the last window; the next one written says how many were held back.
+    pub fn limited(&mut self, level: ngx_uint_t, log: *mut ngx_log_t, message: &str) {
+        // SAFETY: nginx's cached time, read on the worker thread.
+        let now = unsafe { ngx_current_msec } as u64;
+        if let Verdict::Write { suppressed } = self.repeats.admit(message, now) {
             let line = if suppressed > 0 {
                 format!("kafka: {message} (and {suppressed} more like it)")
             } else {
                 format!("kafka: {message}")
             };
-            // SAFETY: the cycle log is valid on the worker thread.
+            // SAFETY: `log` is a valid log of the current cycle, on the worker thread.
             unsafe { write_line(level, log, line.as_bytes()) };
         }
     }
 
     /// Reports, once their window has passed, the lines that were held back.
-    pub fn flush_repeats(&self) {
-        // SAFETY: called on the nginx worker thread.
-        let (log, now) = unsafe { ((*ngx_cycle).log, ngx_current_msec as u64) };
-        let owed = match self.repeats.lock() {
-            Ok(mut f) => f.expire(now),
-            Err(_) => return,
-        };
-        for (key, count) in owed {
+    pub fn flush_repeats(&mut self) {
+        // SAFETY: nginx's cached time, read on the worker thread.
+        let now = unsafe { ngx_current_msec } as u64;
+        for (key, count) in self.repeats.expire(now) {
             let line = format!("kafka: {count} more like \"{key}\" (digits elided)");
             // SAFETY: the cycle log is valid on the worker thread.
-            unsafe { write_line(NGX_LOG_WARN as ngx_uint_t, log, line.as_bytes()) };
+            unsafe { write_line(NGX_LOG_WARN as ngx_uint_t, cycle_log(), line.as_bytes()) };
         }
     }
 }
 
-impl ClientContext for DeliveryReports {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        let level = match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error
-            | RDKafkaLogLevel::Warning => NGX_LOG_WARN,
-            RDKafkaLogLevel::Notice => NGX_LOG_NOTICE,
-            RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => NGX_LOG_INFO,
-        };
-        self.log_limited(level as ngx_uint_t, &format!("librdkafka {fac}: {message}"));
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        let fatal = matches!(
-            error.rdkafka_error_code(),
-            Some(rdkafka::types::RDKafkaErrorCode::Fatal)
-        );
-        let level = if fatal { NGX_LOG_ERR } else { NGX_LOG_WARN };
-        self.log_limited(level as ngx_uint_t, &format!("{error}: {reason}"));
-    }
-}
-
-impl ProducerContext for DeliveryReports {
-    type DeliveryOpaque = LogRef;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, log: LogRef) {
-        match result {
-            // Only when an operator turned success reports back on: nothing to do.
-            Ok(_) => {}
-            Err((error, message)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                let line = failure_line(
-                    message.topic(),
-                    message.partition(),
-                    message.key(),
-                    &error.to_string(),
-                    message.payload().unwrap_or_default(),
-                );
-                // SAFETY: `log` is a location's error log, valid for the cycle, set by the
-                // request handler on this thread.
-                unsafe { write_line(NGX_LOG_ERR as ngx_uint_t, log as *mut ngx_log_t, &line) };
-            }
-        }
-    }
+fn cycle_log() -> *mut ngx_log_t {
+    // SAFETY: `ngx_cycle` is the current cycle on the worker thread.
+    unsafe { (*ngx_cycle).log }
 }

@@ -52,11 +52,12 @@ mod module {
         }
 
         unsafe extern "C" fn init_main_conf(
-            _cf: *mut ngx_conf_t,
+            cf: *mut ngx_conf_t,
             conf: *mut c_void,
         ) -> *mut c_char {
-            // SAFETY: nginx passes the configuration that `create_main_conf` made.
-            conf::init_main(unsafe { &mut *conf.cast() })
+            // SAFETY: nginx passes the parser state and the configuration that
+            // `create_main_conf` made.
+            conf::init_main(unsafe { &mut *cf }, unsafe { &mut *conf.cast() })
         }
     }
 
@@ -100,10 +101,22 @@ mod module {
         ctx: addr_of!(NGX_HTTP_KAFKA_MODULE_CTX) as _,
         commands: addr_of!(conf::COMMANDS) as _,
         type_: NGX_HTTP_MODULE as _,
+        init_module: Some(init_module),
         init_process: Some(init_process),
         exit_process: Some(exit_process),
         ..ngx_module_t::default()
     };
+
+    /// Runs in the master (or single process) for each new configuration. Only a single
+    /// process (`master_process off`) has a producer here, which a reload must replace.
+    extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+        // SAFETY: nginx passes the new cycle; `ngx_process` is only written by nginx.
+        let (cycle, process) = unsafe { (&mut *cycle, ngx::ffi::ngx_process) };
+        if process != NGX_PROCESS_SINGLE as ngx_uint_t {
+            return Status::NGX_OK.into();
+        }
+        worker::reconfigure(cycle).into()
+    }
 
     /// Starts this worker's producer. Cache managers and loaders run this hook too: they get
     /// none, and neither does the master (librdkafka's threads would not survive `fork`).

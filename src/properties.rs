@@ -10,7 +10,8 @@ const RESERVED: &[(&str, &str)] = &[
     ("metadata.broker.list", "kafka_brokers"),
 ];
 
-/// Asks librdkafka whether `name = value` is a valid property.
+/// Asks librdkafka whether `name = value` is a valid property. The reason given never
+/// contains the value, which may be a password.
 pub fn check(name: &str, value: &str) -> Result<(), String> {
     if let Some((_, directive)) = RESERVED.iter().find(|(n, _)| *n == name) {
         return Err(format!("set by the \"{directive}\" directive"));
@@ -19,9 +20,104 @@ pub fn check(name: &str, value: &str) -> Result<(), String> {
     config.set(name, value);
     match config.create_native_config() {
         Ok(_) => Ok(()),
-        Err(KafkaError::ClientConfig(_, reason, _, _)) => Err(reason),
-        Err(other) => Err(other.to_string()),
+        Err(KafkaError::ClientConfig(_, reason, _, _)) => Err(redact(&reason, value)),
+        Err(other) => Err(redact(&other.to_string(), value)),
     }
+}
+
+/// `reason` without `value` in it: librdkafka's `Invalid value "X" for ...` loses the `"X" `.
+pub fn redact(reason: &str, value: &str) -> String {
+    if value.is_empty() {
+        return reason.to_string();
+    }
+    reason
+        .replace(&format!("\"{value}\" "), "")
+        .replace(value, "(hidden)")
+}
+
+/// The producer's configuration: the brokers, the module's own defaults, then the
+/// operator's `kafka_option` pairs, which win.
+pub fn producer_config(brokers: &str, options: &[(String, String)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    config.set("client.id", "nginx-kafka");
+    // Failures only: a failed message is logged with its payload; successes are counted as
+    // accepted less failed (delivery.rs).
+    config.set("delivery.report.only.error", "true");
+    for (name, value) in options {
+        config.set(name, value);
+    }
+    if options.iter().any(|(n, _)| n == "debug") {
+        config.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+    }
+    config
+}
+
+/// Checks what librdkafka checks only when a producer is created: properties that do not
+/// work together (`enable.idempotence true` with `acks 1`, say). Creating a producer starts
+/// threads, which must not exist in nginx's master (they would not survive its `fork`), so
+/// a short-lived child process creates it and reports librdkafka's verdict through a pipe.
+/// Values are redacted from the reason.
+pub fn check_producer(config: &ClientConfig, values: &[&str]) -> Result<(), String> {
+    let native = config
+        .create_native_config()
+        .map_err(|e| redact_all(&e.to_string(), values))?;
+    let mut fds = [0; 2];
+    // SAFETY: plain syscalls. SIGCHLD is blocked until our child is reaped, so that nginx's
+    // handler (which reaps any child) does not take it first.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Ok(());
+        }
+        let mut block: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut block);
+        libc::sigaddset(&mut block, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &block, &mut old);
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::close(fds[0]);
+            rdkafka::bindings::rd_kafka_conf_set_log_cb(native.ptr(), None);
+            let mut err = [0 as core::ffi::c_char; 512];
+            let rk = rdkafka::bindings::rd_kafka_new(
+                rdkafka::bindings::rd_kafka_type_t::RD_KAFKA_PRODUCER,
+                native.ptr(),
+                err.as_mut_ptr(),
+                err.len(),
+            );
+            if rk.is_null() {
+                let reason = core::ffi::CStr::from_ptr(err.as_ptr()).to_bytes();
+                libc::write(fds[1], reason.as_ptr().cast(), reason.len());
+            }
+            libc::_exit(0);
+        }
+        libc::close(fds[1]);
+        let mut reason = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            let n = libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len());
+            if n <= 0 {
+                break;
+            }
+            reason.extend_from_slice(&buf[..n as usize]);
+        }
+        libc::close(fds[0]);
+        if pid > 0 {
+            libc::waitpid(pid, core::ptr::null_mut(), 0);
+        }
+        libc::sigprocmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        if reason.is_empty() {
+            return Ok(());
+        }
+        Err(redact_all(&String::from_utf8_lossy(&reason), values))
+    }
+}
+
+fn redact_all(reason: &str, values: &[&str]) -> String {
+    values
+        .iter()
+        .filter(|v| v.len() > 1)
+        .fold(reason.to_string(), |r, v| redact(&r, v))
 }
 
 /// A broker as librdkafka takes it: `host`, `host:port` or `proto://host:port`, no list.
@@ -50,9 +146,20 @@ mod tests {
         );
         let bad = check("linger.ms", "soon").unwrap_err();
         assert!(bad.contains("Invalid value"), "{bad}");
+        assert!(!bad.contains("soon"), "{bad}");
         assert!(check("bootstrap.servers", "x:1")
             .unwrap_err()
             .contains("kafka_brokers"));
+    }
+
+    #[test]
+    fn values_are_never_echoed() {
+        let bad = check("linger.ms", "soon").unwrap_err();
+        assert!(!bad.contains("soon"), "{bad}");
+        assert!(bad.contains("Invalid value for configuration property"), "{bad}");
+        let bad = check("ssl.endpoint.identification.algorithm", "hunter2").unwrap_err();
+        assert!(!bad.contains("hunter2"), "{bad}");
+        assert_eq!(redact("a x b", "x"), "a (hidden) b");
     }
 
     #[test]

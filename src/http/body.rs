@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::io;
 
-use ngx::ffi::{ngx_buf_t, ngx_http_request_body_t};
+use ngx::ffi::{ngx_buf_t, ngx_http_request_body_t, ngx_read_file};
 
 /// The whole body. One buffer in memory is borrowed; anything else is copied into one.
 pub fn collect(rb: &ngx_http_request_body_t) -> io::Result<Cow<'_, [u8]>> {
@@ -45,32 +45,26 @@ unsafe fn memory(b: &ngx_buf_t) -> &[u8] {
 /// # Safety
 /// `b` must be a file buffer of a live request, whose temporary file is still open.
 unsafe fn read_file(b: &ngx_buf_t, out: &mut Vec<u8>) -> io::Result<()> {
-    // SAFETY: the file belongs to the request body and stays open until the request ends.
-    let fd = unsafe { (*b.file).fd };
-    let (mut offset, end) = (b.file_pos, b.file_last);
-    out.reserve((end - offset).max(0) as usize);
-    let mut chunk = vec![0u8; 64 * 1024];
-    while offset < end {
-        let want = chunk.len().min((end - offset) as usize);
-        // SAFETY: reads into a buffer of at least `want` bytes.
-        let n = unsafe { libc::pread(fd, chunk.as_mut_ptr().cast(), want, offset) };
+    let (start, end) = (b.file_pos, b.file_last);
+    let len = usize::try_from(end - start).unwrap_or(0);
+    let have = out.len();
+    out.resize(have + len, 0);
+    let mut done = 0;
+    while done < len {
+        // SAFETY: the file belongs to the request body and stays open until the request
+        // ends; the destination has `len - done` bytes left. nginx logs a failed read.
+        let n = unsafe {
+            ngx_read_file(
+                b.file,
+                out[have + done..].as_mut_ptr(),
+                len - done,
+                start + done as i64,
+            )
+        };
         match n {
-            n if n > 0 => {
-                out.extend_from_slice(&chunk[..n as usize]);
-                offset += n as i64;
-            }
-            0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "body file is short",
-                ))
-            }
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+            n if n > 0 => done += n as usize,
+            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body file is short")),
+            _ => return Err(io::Error::other("body file read failed")),
         }
     }
     Ok(())

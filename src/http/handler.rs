@@ -1,15 +1,12 @@
 //! The `kafka_ingest` content handler: checks the request, reads the body, queues the event.
 
-use core::ptr;
-
 use ngx::ffi::{
-    ngx_http_complex_value, ngx_http_complex_value_t, ngx_http_discard_request_body,
     ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t,
-    ngx_pcalloc, ngx_str_t, NGX_DONE, NGX_ERROR, NGX_HTTP_BAD_REQUEST,
+    ngx_str_t, ngx_uint_t, NGX_DONE, NGX_ERROR, NGX_HTTP_BAD_REQUEST,
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_POST, NGX_HTTP_PUT, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-    NGX_HTTP_SPECIAL_RESPONSE, NGX_OK,
+    NGX_HTTP_SPECIAL_RESPONSE,
 };
-use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule};
+use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule, Request};
 
 use super::body;
 use super::response::{send_accepted, send_rejection, Rejection};
@@ -30,52 +27,56 @@ struct RequestCtx {
 /// Called by nginx with a valid request.
 pub unsafe extern "C" fn ingest_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx passes a valid request, used only on this thread.
-    let r = unsafe { &mut *r };
-    let Some(lcf) = Module::location_conf(r) else {
+    let r = unsafe { Request::from_ngx_http_request(r) };
+    let Some(lcf) = Module::location_conf(r.as_ref()) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
 
-    if r.method & (NGX_HTTP_POST | NGX_HTTP_PUT) as usize == 0 {
+    if r.as_ref().method & (NGX_HTTP_POST | NGX_HTTP_PUT) as ngx_uint_t == 0 {
         return reject_early(r, lcf, Rejection::MethodNotAllowed);
     }
 
-    let Some(topic) = evaluate(r, lcf.topic) else {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    // The evaluated topic lives in the request pool, as long as the request.
+    let topic = match lcf.topic().map(|cv| r.get_complex_value(cv)) {
+        Some(Some(t)) => ngx_str_t {
+            len: t.as_bytes().len(),
+            data: t.as_bytes().as_ptr().cast_mut(),
+        },
+        Some(None) => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        None => ngx_str_t::default(),
     };
-    if let Err(e) = check_topic(bytes(&topic), lcf.allowed_topics.as_deref()) {
+    if let Err(e) = check_topic(topic.as_bytes(), lcf.allowed_topics.as_deref()) {
         let rejection = match e {
             TopicError::Missing => Rejection::NoTopic,
             TopicError::Illegal => Rejection::IllegalTopic,
             TopicError::NotAllowed => Rejection::TopicNotAllowed,
         };
         crate::info!(
-            r.connection_log(),
+            r.log(),
             "kafka: rejected topic \"{}\"",
-            String::from_utf8_lossy(bytes(&topic))
+            String::from_utf8_lossy(topic.as_bytes()).escape_debug()
         );
         return reject_early(r, lcf, rejection);
     }
-    if r.headers_in.content_length_n == 0 {
+    if r.as_ref().headers_in.content_length_n == 0 {
         return reject_early(r, lcf, Rejection::EmptyBody);
     }
 
-    // SAFETY: allocated from the request pool, which outlives the body read.
-    let ctx = unsafe { ngx_pcalloc(r.pool, size_of::<RequestCtx>()).cast::<RequestCtx>() };
+    let ctx = r.pool().alloc_type::<RequestCtx>();
     if ctx.is_null() {
         return NGX_ERROR as ngx_int_t;
     }
-    // SAFETY: `ctx` is a fresh allocation of the right size; `r.ctx` has a slot per module.
-    unsafe {
-        ctx.write(RequestCtx { topic });
-        *r.ctx.add(Module::module().ctx_index) = ctx.cast();
-    }
+    // SAFETY: a fresh allocation of the right size and alignment from the request pool.
+    unsafe { ctx.write(RequestCtx { topic }) };
+    r.set_module_ctx(ctx.cast(), Module::module());
 
-    // SAFETY: standard body reading; nginx calls `body_read` when the body is complete.
-    let rc = unsafe { ngx_http_read_client_request_body(r, Some(body_read)) };
+    // SAFETY: standard body reading; nginx calls `body_read` when the body is complete
+    // (at once for a subrequest, whose body is its parent's).
+    let rc = unsafe { ngx_http_read_client_request_body(r.into(), Some(body_read)) };
     if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
         return match reading_failed(rc) {
             Some(rejection) => {
-                r.set_keepalive(0);
+                r.as_mut().set_keepalive(0);
                 send_rejection(r, rejection, lcf.retry_after)
             }
             None => rc,
@@ -94,39 +95,34 @@ fn reading_failed(rc: ngx_int_t) -> Option<Rejection> {
 }
 
 /// Rejects before the body is read: the body is discarded so the connection can be reused.
-fn reject_early(r: &mut ngx_http_request_t, lcf: &LocationConf, rejection: Rejection) -> ngx_int_t {
-    // SAFETY: a valid request in its content phase.
-    let rc = unsafe { ngx_http_discard_request_body(r) };
-    if rc != NGX_OK as ngx_int_t {
-        return rc;
+fn reject_early(r: &mut Request, lcf: &LocationConf, rejection: Rejection) -> ngx_int_t {
+    let rc = r.discard_request_body();
+    if rc != ngx::core::Status::NGX_OK {
+        return rc.0;
     }
     send_rejection(r, rejection, lcf.retry_after)
 }
 
 unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
     // SAFETY: nginx passes the request whose body was read.
-    let r = unsafe { &mut *r };
-    let rc = queue_event(r);
+    let rc = queue_event(unsafe { Request::from_ngx_http_request(r) });
     // SAFETY: ends the request that `ingest_handler` kept open with NGX_DONE.
     unsafe { ngx_http_finalize_request(r, rc) };
 }
 
-fn queue_event(r: &mut ngx_http_request_t) -> ngx_int_t {
-    let Some(lcf) = Module::location_conf(r) else {
+fn queue_event(r: &mut Request) -> ngx_int_t {
+    let Some(lcf) = Module::location_conf(r.as_ref()) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    // SAFETY: set by `ingest_handler` before the body was read.
-    let Some(ctx) = (unsafe {
-        (*r.ctx.add(Module::module().ctx_index))
-            .cast::<RequestCtx>()
-            .as_ref()
-    }) else {
+    let Some(topic) = r
+        .get_module_ctx::<RequestCtx>(Module::module())
+        .map(|c| c.topic)
+    else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    let topic = ctx.topic;
 
-    // SAFETY: the request body is complete when this runs.
-    let Some(rb) = (unsafe { r.request_body.as_ref() }) else {
+    // SAFETY: the request body is complete when this runs; it lives as long as the request.
+    let Some(rb) = (unsafe { r.as_ref().request_body.as_ref() }) else {
         return send_rejection(r, Rejection::EmptyBody, lcf.retry_after);
     };
     let body = match body::collect(rb) {
@@ -134,7 +130,7 @@ fn queue_event(r: &mut ngx_http_request_t) -> ngx_int_t {
         Err(e) => {
             crate::log_at!(
                 crate::log::NGX_LOG_CRIT,
-                r.connection_log(),
+                r.log(),
                 "kafka: request body could not be read: {e}"
             );
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
@@ -145,20 +141,17 @@ fn queue_event(r: &mut ngx_http_request_t) -> ngx_int_t {
     }
 
     let value = lcf.value_format().value(&body);
-    let key = match lcf.key.is_null() {
-        true => None,
-        false => match evaluate(r, lcf.key) {
-            Some(k) if k.len > 0 => Some(k),
-            Some(_) => None,
-            None => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
-        },
+    let key = match lcf.key().map(|cv| r.get_complex_value(cv)) {
+        Some(Some(k)) if !k.is_empty() => Some(k.as_bytes()),
+        Some(Some(_)) | None => None,
+        Some(None) => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
     };
-    let Some(clcf) = NgxHttpCoreModule::location_conf(r) else {
+    let Some(clcf) = NgxHttpCoreModule::location_conf(r.as_ref()) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     // Topics were checked to be ASCII.
-    let topic = std::str::from_utf8(bytes(&topic)).unwrap_or_default();
-    match worker::send(topic, key.as_ref().map(bytes), &value, clcf.error_log) {
+    let topic = topic.to_str().unwrap_or_default();
+    match worker::send(topic, key, &value, clcf.error_log) {
         Ok(()) => send_accepted(r),
         Err(e) => {
             let rejection = match e {
@@ -167,47 +160,13 @@ fn queue_event(r: &mut ngx_http_request_t) -> ngx_int_t {
                 SendError::UnknownTopic => Rejection::UnknownTopic,
                 SendError::NoProducer | SendError::Kafka(_) => Rejection::Unavailable,
             };
-            crate::warn!(
-                r.connection_log(),
-                "kafka: event to \"{topic}\" refused: {e}"
+            // One line per refused request would flood the log while the queue is full.
+            worker::log_limited(
+                crate::log::NGX_LOG_WARN as ngx_uint_t,
+                r.log(),
+                &format!("event to \"{topic}\" refused: {e}"),
             );
             send_rejection(r, rejection, lcf.retry_after)
         }
-    }
-}
-
-/// Evaluates a complex value for `r`; `None` on allocation failure.
-fn evaluate(r: &mut ngx_http_request_t, cv: *mut ngx_http_complex_value_t) -> Option<ngx_str_t> {
-    if cv.is_null() {
-        return Some(ngx_str_t {
-            len: 0,
-            data: ptr::null_mut(),
-        });
-    }
-    let mut out = ngx_str_t {
-        len: 0,
-        data: ptr::null_mut(),
-    };
-    // SAFETY: `cv` was compiled at configuration time; the result lives in the request pool.
-    let rc = unsafe { ngx_http_complex_value(r, cv, &mut out) };
-    (rc == NGX_OK as ngx_int_t).then_some(out)
-}
-
-fn bytes(s: &ngx_str_t) -> &[u8] {
-    if s.len == 0 || s.data.is_null() {
-        return &[];
-    }
-    // SAFETY: a string produced by nginx for this request.
-    unsafe { std::slice::from_raw_parts(s.data, s.len) }
-}
-
-trait ConnectionLog {
-    fn connection_log(&self) -> *mut ngx::ffi::ngx_log_t;
-}
-
-impl ConnectionLog for ngx_http_request_t {
-    fn connection_log(&self) -> *mut ngx::ffi::ngx_log_t {
-        // SAFETY: every request has a live connection.
-        unsafe { (*self.connection).log }
     }
 }

@@ -2,11 +2,12 @@
 
 use core::ptr;
 
+use ngx::core::Status;
 use ngx::ffi::{
-    ngx_buf_t, ngx_chain_t, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header,
-    ngx_http_send_special, ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_str_t, ngx_table_elt_t,
-    ngx_uint_t, time_t, NGX_ERROR, NGX_HTTP_LAST, NGX_HTTP_NO_CONTENT, NGX_OK,
+    ngx_buf_t, ngx_chain_t, ngx_http_send_special, ngx_int_t, ngx_str_t, ngx_uint_t, time_t,
+    NGX_ERROR, NGX_HTTP_LAST, NGX_HTTP_NO_CONTENT,
 };
+use ngx::http::Request;
 
 /// A request that cannot become a message, and what the client is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,105 +77,66 @@ impl Rejection {
 }
 
 /// Sends `rejection` as the whole response. The body, if any, must have been read or discarded.
-pub fn send_rejection(
-    r: &mut ngx_http_request_t,
-    rejection: Rejection,
-    retry_after: time_t,
-) -> ngx_int_t {
-    let retry_after = retry_after.to_string();
-    let mut headers: Vec<(&'static str, &str)> = Vec::new();
-    if rejection == Rejection::MethodNotAllowed {
-        headers.push(("Allow", "POST, PUT"));
+pub fn send_rejection(r: &mut Request, rejection: Rejection, retry_after: time_t) -> ngx_int_t {
+    if rejection == Rejection::MethodNotAllowed && r.add_header_out("Allow", "POST, PUT").is_none()
+    {
+        return NGX_ERROR as ngx_int_t;
     }
-    if rejection.retry() {
-        headers.push(("Retry-After", &retry_after));
+    if rejection.retry()
+        && r
+            .add_header_out("Retry-After", &retry_after.to_string())
+            .is_none()
+    {
+        return NGX_ERROR as ngx_int_t;
     }
-    send_json(r, rejection.status(), rejection.body(), &headers)
+    send_json(r, rejection.status(), rejection.body())
 }
 
 /// 204 No Content: the event is queued.
-pub fn send_accepted(r: &mut ngx_http_request_t) -> ngx_int_t {
-    r.headers_out.status = NGX_HTTP_NO_CONTENT as ngx_uint_t;
-    r.headers_out.content_length_n = 0;
-    // SAFETY: a valid request on the nginx thread.
-    let rc = unsafe { ngx_http_send_header(r) };
-    if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || r.header_only() != 0 {
-        return rc;
+pub fn send_accepted(r: &mut Request) -> ngx_int_t {
+    r.as_mut().headers_out.status = NGX_HTTP_NO_CONTENT as ngx_uint_t;
+    r.set_content_length_n(0);
+    let rc = r.send_header();
+    // A header-only request (HEAD, or a `mirror` subrequest) is done once its header is
+    // sent: a body would wait for ever in a background subrequest's postponed output.
+    if rc == Status::NGX_ERROR || rc.0 > 0 || r.header_only() {
+        return rc.0;
     }
-    // SAFETY: as above.
-    unsafe { ngx_http_send_special(r, NGX_HTTP_LAST as ngx_uint_t) }
+    // SAFETY: a valid request on the nginx thread.
+    unsafe { ngx_http_send_special(r.into(), NGX_HTTP_LAST as ngx_uint_t) }
 }
 
-fn send_json(
-    r: &mut ngx_http_request_t,
-    status: ngx_uint_t,
-    body: &'static str,
-    headers: &[(&'static str, &str)],
-) -> ngx_int_t {
+fn send_json(r: &mut Request, status: ngx_uint_t, body: &'static str) -> ngx_int_t {
     const JSON: &str = "application/json";
-    r.headers_out.status = status;
-    r.headers_out.content_type = static_str(JSON);
-    r.headers_out.content_type_len = JSON.len();
-    r.headers_out.content_type_lowcase = ptr::null_mut();
-    r.headers_out.content_length_n = body.len() as _;
-    for (name, value) in headers {
-        if add_header(r, name, value).is_none() {
-            return NGX_ERROR as ngx_int_t;
-        }
-    }
+    let main = r.is_main();
+    let out = &mut r.as_mut().headers_out;
+    out.status = status;
+    out.content_type = ngx_str_t {
+        len: JSON.len(),
+        data: JSON.as_ptr().cast_mut(),
+    };
+    out.content_type_len = JSON.len();
+    out.content_type_lowcase = ptr::null_mut();
+    r.set_content_length_n(body.len());
 
-    // SAFETY: a valid request on the nginx thread.
-    let rc = unsafe { ngx_http_send_header(r) };
-    if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || r.header_only() != 0 {
-        return rc;
+    let rc = r.send_header();
+    if rc == Status::NGX_ERROR || rc.0 > 0 || r.header_only() {
+        return rc.0;
     }
-    // SAFETY: the buffer is allocated from the request pool and points at static memory.
-    unsafe {
-        let b = ngx_pcalloc(r.pool, size_of::<ngx_buf_t>()).cast::<ngx_buf_t>();
-        if b.is_null() {
-            return NGX_ERROR as ngx_int_t;
-        }
-        (*b).pos = body.as_ptr().cast_mut();
-        (*b).last = (*b).pos.add(body.len());
-        (*b).set_memory(1);
-        (*b).set_last_buf(if ptr::eq(r, r.main) { 1 } else { 0 });
-        (*b).set_last_in_chain(1);
-        let mut out = ngx_chain_t {
-            buf: b,
-            next: ptr::null_mut(),
-        };
-        ngx_http_output_filter(r, &mut out)
-    }
-}
-
-fn static_str(s: &'static str) -> ngx_str_t {
-    ngx_str_t {
-        len: s.len(),
-        data: s.as_ptr().cast_mut(),
-    }
-}
-
-fn add_header(r: &mut ngx_http_request_t, name: &'static str, value: &str) -> Option<()> {
-    // SAFETY: pushes onto the request's own header list and copies the value into its pool.
-    unsafe {
-        let h: *mut ngx_table_elt_t = ngx_list_push(&mut r.headers_out.headers).cast();
-        let h = h.as_mut()?;
-        // Zeroed first: `lowcase_key`, and `next` where nginx (1.23+) has it, stay null.
-        ptr::write_bytes(h as *mut ngx_table_elt_t, 0, 1);
-        let data = ngx::ffi::ngx_pnalloc(r.pool, value.len()).cast::<u8>();
-        if data.is_null() {
-            return None;
-        }
-        ptr::copy_nonoverlapping(value.as_ptr(), data, value.len());
-        h.hash = 1;
-        h.key = ngx_str_t {
-            len: name.len(),
-            data: name.as_ptr().cast_mut(),
-        };
-        h.value = ngx_str_t {
-            len: value.len(),
-            data,
-        };
-    }
-    Some(())
+    let b = r.pool().calloc_type::<ngx_buf_t>();
+    // SAFETY: a zeroed buffer from the request pool, pointing at static memory.
+    let Some(b) = (unsafe { b.as_mut() }) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    b.pos = body.as_ptr().cast_mut();
+    // SAFETY: one past the end of the same static string.
+    b.last = unsafe { b.pos.add(body.len()) };
+    b.set_memory(1);
+    b.set_last_buf(main.into());
+    b.set_last_in_chain(1);
+    let mut out = ngx_chain_t {
+        buf: b,
+        next: ptr::null_mut(),
+    };
+    r.output_filter(&mut out).0
 }
