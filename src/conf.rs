@@ -8,6 +8,7 @@ use core::ptr::{self, addr_of_mut};
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_enum_t, ngx_conf_set_enum_slot, ngx_conf_set_msec_slot,
+    ngx_conf_set_num_slot, ngx_int_t,
     ngx_conf_set_sec_slot, ngx_conf_t, ngx_http_complex_value_t, ngx_http_set_complex_value_slot,
     ngx_msec_t, ngx_str_t, ngx_uint_t, time_t, NGX_CONF_1MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
     NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
@@ -21,6 +22,9 @@ use crate::record::{is_legal_topic, TopicPattern, ValueFormat};
 use crate::Module;
 
 const UNSET_UINT: ngx_uint_t = ngx_uint_t::MAX;
+const NGX_CONF_UNSET: ngx_int_t = -1;
+/// Topics one worker produces to, unless `kafka_max_topics` says otherwise.
+pub const DEFAULT_MAX_TOPICS: usize = 256;
 const UNSET_MSEC: ngx_msec_t = ngx_msec_t::MAX;
 const UNSET_SEC: time_t = -1;
 
@@ -34,6 +38,9 @@ pub struct MainConf {
     pub flush_timeout: ngx_msec_t,
     /// Whether any location has `kafka_ingest`; without one, workers start no producer.
     pub ingest: bool,
+    /// `kafka_max_topics`: how many topics one worker produces to.
+    pub max_topics: usize,
+    max_topics_conf: ngx_int_t,
 }
 
 impl MainConf {
@@ -49,6 +56,8 @@ impl Default for MainConf {
             options: Vec::new(),
             flush_timeout: UNSET_MSEC,
             ingest: false,
+            max_topics: 0,
+            max_topics_conf: NGX_CONF_UNSET,
         }
     }
 }
@@ -121,7 +130,7 @@ static mut VALUE_FORMATS: [ngx_conf_enum_t; 3] = [
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
 /// The directive table.
-pub static mut COMMANDS: [ngx_command_t; 10] = [
+pub static mut COMMANDS: [ngx_command_t; 11] = [
     ngx_command_t {
         name: ngx_string!("kafka_brokers"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
@@ -144,6 +153,14 @@ pub static mut COMMANDS: [ngx_command_t; 10] = [
         set: Some(ngx_conf_set_msec_slot),
         conf: NGX_HTTP_MAIN_CONF_OFFSET,
         offset: offset_of!(MainConf, flush_timeout),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_max_topics"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_conf_set_num_slot),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: offset_of!(MainConf, max_topics_conf),
         post: ptr::null_mut(),
     },
     ngx_command_t {
@@ -329,6 +346,16 @@ pub fn init_main(cf: &mut ngx_conf_t, mcf: &mut MainConf) -> *mut c_char {
     if mcf.flush_timeout == UNSET_MSEC {
         mcf.flush_timeout = 10_000;
     }
+    mcf.max_topics = match mcf.max_topics_conf {
+        NGX_CONF_UNSET => DEFAULT_MAX_TOPICS,
+        n if n >= 1 => n as usize,
+        _ => {
+            return emerg(
+                cf,
+                format_args!("\"kafka_max_topics\" must be at least 1"),
+            )
+        }
+    };
     if mcf.ingest {
         let config = mcf.producer_config();
         let values: Vec<&str> = mcf.options.iter().map(|(_, v)| v.as_str()).collect();

@@ -4,4 +4,4 @@ mod body;
 mod handler;
 mod response;
 
-pub use handler::ingest_handler;
+pub use handler::{ingest_handler, resume};

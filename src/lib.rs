@@ -10,6 +10,7 @@ pub mod failure_line;
 pub mod properties;
 pub mod record;
 pub mod repeats;
+pub mod topics;
 
 // The FFI edge.
 #[cfg(not(test))]

@@ -44,6 +44,8 @@ pub fn producer_config(brokers: &str, options: &[(String, String)]) -> ClientCon
     // Failures only: a failed message is logged with its payload; successes are counted as
     // accepted less failed (delivery.rs).
     config.set("delivery.report.only.error", "true");
+    // Clients name topics: never let them create one, unless the operator opts in.
+    config.set("allow.auto.create.topics", "false");
     for (name, value) in options {
         config.set(name, value);
     }

@@ -12,7 +12,7 @@ use super::body;
 use super::response::{send_accepted, send_rejection, Rejection};
 use crate::conf::LocationConf;
 use crate::record::{check_topic, TopicError};
-use crate::worker::{self, SendError};
+use crate::worker::{self, Produced, SendError};
 use crate::Module;
 
 /// What the handler keeps between the request line and the body: the topic it checked.
@@ -104,13 +104,24 @@ fn reject_early(r: &mut Request, lcf: &LocationConf, rejection: Rejection) -> ng
 }
 
 unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
-    // SAFETY: nginx passes the request whose body was read.
+    resume(r);
+}
+
+/// Queues the event of a request whose body was read, and ends the request, unless it
+/// must wait for a topic lookup: then the worker calls this again when the answer comes.
+pub fn resume(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx (or the worker, for a parked request) passes a live request.
     let rc = queue_event(unsafe { Request::from_ngx_http_request(r) });
+    if rc == NGX_DONE as ngx_int_t {
+        return;
+    }
     // SAFETY: ends the request that `ingest_handler` kept open with NGX_DONE.
     unsafe { ngx_http_finalize_request(r, rc) };
 }
 
 fn queue_event(r: &mut Request) -> ngx_int_t {
+    // Kept for the worker, which parks the request while it looks its topic up.
+    let raw: *mut ngx_http_request_t = (r.as_ref() as *const ngx_http_request_t).cast_mut();
     let Some(lcf) = Module::location_conf(r.as_ref()) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
@@ -151,13 +162,19 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
     };
     // Topics were checked to be ASCII.
     let topic = topic.to_str().unwrap_or_default();
-    match worker::send(topic, key, &value, clcf.error_log) {
-        Ok(()) => send_accepted(r),
+    match worker::produce(topic, key, &value, clcf.error_log, raw) {
+        Ok(Produced::Queued) => send_accepted(r),
+        Ok(Produced::Parked) => NGX_DONE as ngx_int_t,
+        Err(SendError::UnknownTopic) => {
+            crate::info!(r.log(), "kafka: topic \"{topic}\" does not exist");
+            send_rejection(r, Rejection::UnknownTopic, lcf.retry_after)
+        }
         Err(e) => {
             let rejection = match e {
                 SendError::QueueFull => Rejection::QueueFull,
                 SendError::TooLarge => Rejection::TooLarge,
                 SendError::UnknownTopic => Rejection::UnknownTopic,
+                SendError::TooManyTopics | SendError::TooManyLookups => Rejection::TooManyTopics,
                 SendError::NoProducer | SendError::Kafka(_) => Rejection::Unavailable,
             };
             // One line per refused request would flood the log while the queue is full.

@@ -18,6 +18,7 @@ pub enum Rejection {
     IllegalTopic,
     TopicNotAllowed,
     UnknownTopic,
+    TooManyTopics,
     BadBody,
     TooLarge,
     QueueFull,
@@ -35,7 +36,7 @@ impl Rejection {
             Rejection::TopicNotAllowed => 403,
             Rejection::UnknownTopic => 404,
             Rejection::TooLarge => 413,
-            Rejection::QueueFull | Rejection::Unavailable => 503,
+            Rejection::QueueFull | Rejection::Unavailable | Rejection::TooManyTopics => 503,
         }
     }
 
@@ -55,6 +56,9 @@ impl Rejection {
             }
             Rejection::UnknownTopic => {
                 r#"{"error":"unknown_topic","message":"the topic does not exist"}"#
+            }
+            Rejection::TooManyTopics => {
+                r#"{"error":"too_many_topics","message":"this server takes no more new topics now"}"#
             }
             Rejection::BadBody => {
                 r#"{"error":"bad_body","message":"the request body could not be read"}"#

@@ -14,6 +14,7 @@
 
 mod queue;
 mod timer;
+mod topics;
 mod wakeup;
 
 use std::cell::RefCell;
@@ -21,19 +22,21 @@ use std::time::{Duration, Instant};
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_current_msec, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_log_t, ngx_msec_t,
-    ngx_terminate, ngx_uint_t,
+    ngx_current_msec, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_http_request_t, ngx_log_t,
+    ngx_msec_t, ngx_terminate, ngx_uint_t,
 };
 use ngx::http::HttpModuleMainConf;
 use rdkafka::bindings as rdsys;
 use rdkafka::client::ClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
+use rdkafka::types::RDKafkaRespErr;
 
-use crate::delivery::{LogRef, Reports};
+use crate::delivery::{LogRef, Report, Reports};
+use crate::topics::{Found, Registry, Step};
 use crate::Module;
-use queue::{Budget, MainQueue};
+use queue::{Budget, MainQueue, Sink};
 use timer::Event;
+use topics::{Lookups, Topic, Waiter};
 use wakeup::Wakeup;
 
 /// How often the timer serves the queue, in milliseconds; faster while exiting.
@@ -57,10 +60,23 @@ pub enum SendError {
     TooLarge,
     #[error("the topic does not exist")]
     UnknownTopic,
+    #[error("kafka_max_topics topics are in use")]
+    TooManyTopics,
+    #[error("too many new topics are being looked up")]
+    TooManyLookups,
     #[error("no producer runs in this worker")]
     NoProducer,
     #[error("{0}")]
-    Kafka(KafkaError),
+    Kafka(String),
+}
+
+/// What became of an event handed to the producer.
+pub enum Produced {
+    /// Queued for delivery.
+    Queued,
+    /// Waiting for the cluster to say whether its topic exists; the request is resumed
+    /// (`crate::http::resume`) when it does.
+    Parked,
 }
 
 /// The producer's context. Its callbacks are never used: the worker serves the main queue
@@ -75,12 +91,15 @@ impl ProducerContext for Context {
 }
 
 struct Worker {
-    // Fields drop in this order: librdkafka stops writing the eventfd, nginx stops watching
-    // it, the events leave nginx's queues, then the producer goes.
+    // Fields drop in this order: the lookup thread ends, librdkafka stops writing the
+    // eventfd, nginx stops watching it, the events leave nginx's queues, the topic handles
+    // go, then the producer.
+    lookups: Lookups,
     queue: MainQueue,
     _wakeup: Wakeup,
     tick: Event,
     more: Event,
+    topics: Registry<Topic, Waiter>,
     producer: BaseProducer<Context>,
     reports: Reports,
     flush_timeout: ngx_msec_t,
@@ -94,27 +113,16 @@ struct Exit {
     purged: bool,
 }
 
-/// Queues one message on this worker's producer; never blocks.
-pub fn send(
+/// Queues one message on this worker's producer; never blocks. A topic this worker has not
+/// used yet is looked up first: the request `r` is then parked until the answer comes.
+pub fn produce(
     topic: &str,
     key: Option<&[u8]>,
     value: &[u8],
     log: *mut ngx_log_t,
-) -> Result<(), SendError> {
-    with_worker(|w| {
-        let mut record = BaseRecord::with_opaque_to(topic, log as LogRef).payload(value);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        w.producer.send(record).map_err(|(e, _)| classify(e))?;
-        w.reports.accepted += 1;
-        if w.tick.cancelable() {
-            // Something is in flight: an exiting worker must wait for it.
-            w.tick.set_cancelable(false);
-        }
-        Ok(())
-    })
-    .unwrap_or(Err(SendError::NoProducer))
+    r: *mut ngx_http_request_t,
+) -> Result<Produced, SendError> {
+    with_worker(|w| w.produce(topic, key, value, log, r)).unwrap_or(Err(SendError::NoProducer))
 }
 
 /// Writes a line that may repeat often (one per refused request) at most once per window.
@@ -130,14 +138,34 @@ fn with_worker<T>(f: impl FnOnce(&mut Worker) -> T) -> Option<T> {
     WORKER.with(|w| w.try_borrow_mut().ok()?.as_mut().map(f))
 }
 
-fn classify(error: KafkaError) -> SendError {
-    match error.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::QueueFull) => SendError::QueueFull,
-        Some(RDKafkaErrorCode::MessageSizeTooLarge) => SendError::TooLarge,
-        Some(RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition) => {
+fn classify(error: RDKafkaRespErr) -> SendError {
+    use RDKafkaRespErr::*;
+    match error {
+        RD_KAFKA_RESP_ERR__QUEUE_FULL => SendError::QueueFull,
+        RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE => SendError::TooLarge,
+        RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC | RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART => {
             SendError::UnknownTopic
         }
-        _ => SendError::Kafka(error),
+        other => SendError::Kafka(format!("{other:?}")),
+    }
+}
+
+/// The events of one turn, handed to the worker's parts.
+struct Turn<'a> {
+    reports: &'a mut Reports,
+}
+
+impl Sink for Turn<'_> {
+    fn delivery(&mut self, report: &Report<'_>) {
+        self.reports.on_delivery(report);
+    }
+
+    fn log(&mut self, level: i32, facility: &str, message: &str) {
+        self.reports.on_log(level, facility, message);
+    }
+
+    fn error(&mut self, fatal: bool, name: &str, reason: &str) {
+        self.reports.on_error(fatal, name, reason);
     }
 }
 
@@ -150,27 +178,142 @@ impl Worker {
         self.producer.in_flight_count().max(0) as u64
     }
 
+    fn produce(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        log: *mut ngx_log_t,
+        r: *mut ngx_http_request_t,
+    ) -> Result<Produced, SendError> {
+        // SAFETY: nginx's cached time, read on the worker thread.
+        let now = unsafe { ngx_current_msec } as u64;
+        let mut step = self.topics.step(topic.as_bytes(), now);
+        if step == Step::Lookup {
+            // A recent topic list answers at once; otherwise fetch one and wait for it.
+            if let Some(exists) = self.lookups.known(topic, now) {
+                let found = self.found(topic, exists);
+                drop(self.topics.resolved(topic.as_bytes(), found, now));
+                step = self.topics.step(topic.as_bytes(), now);
+            } else {
+                self.lookups.refresh();
+                step = Step::Wait;
+            }
+        }
+        match step {
+            Step::Ready => {}
+            Step::Missing => return Err(SendError::UnknownTopic),
+            Step::TooMany => return Err(SendError::TooManyTopics),
+            Step::Busy => return Err(SendError::TooManyLookups),
+            Step::Create => {
+                let t = Topic::new(self.rk(), topic).ok_or(SendError::UnknownTopic)?;
+                self.topics.insert(topic.as_bytes(), t);
+            }
+            Step::Lookup | Step::Wait => {
+                let waiter = Waiter::new(r).ok_or(SendError::Kafka("no memory".into()))?;
+                if self.topics.park(topic.as_bytes(), waiter).is_err() {
+                    return Err(SendError::Kafka("lookup lost".into()));
+                }
+                // A lookup is running: an exiting worker waits for it.
+                self.tick.set_cancelable(false);
+                return Ok(Produced::Parked);
+            }
+        }
+        let rkt = self
+            .topics
+            .handle(topic.as_bytes())
+            .ok_or(SendError::UnknownTopic)?
+            .as_ptr();
+        let (key_ptr, key_len) = key.map_or((core::ptr::null(), 0), |k| (k.as_ptr(), k.len()));
+        // SAFETY: a live topic handle of this producer; librdkafka copies payload and key
+        // (RD_KAFKA_MSG_F_COPY); the opaque is the location's error log, valid for the cycle.
+        let rc = unsafe {
+            rdsys::rd_kafka_produce(
+                rkt,
+                -1, // RD_KAFKA_PARTITION_UA: the partitioner picks
+                rdsys::RD_KAFKA_MSG_F_COPY as i32,
+                value.as_ptr().cast_mut().cast(),
+                value.len(),
+                key_ptr.cast(),
+                key_len,
+                log.cast(),
+            )
+        };
+        if rc != 0 {
+            // SAFETY: reads this thread's last librdkafka error.
+            return Err(classify(unsafe { rdsys::rd_kafka_last_error() }));
+        }
+        self.reports.accepted += 1;
+        if self.tick.cancelable() {
+            // Something is in flight: an exiting worker must wait for it.
+            self.tick.set_cancelable(false);
+        }
+        Ok(Produced::Queued)
+    }
+
     /// One event-loop turn's share of the queue; posts itself again if more is waiting.
-    fn turn(&mut self) {
-        if self.queue.serve(&mut self.reports, Budget::TURN) {
+    /// Returns the requests whose topic lookup finished, to be resumed by the caller once
+    /// the worker is no longer borrowed.
+    fn turn(&mut self) -> Vec<Waiter> {
+        let mut turn = Turn {
+            reports: &mut self.reports,
+        };
+        if self.queue.serve(&mut turn, Budget::TURN) {
             self.more.post_next();
+        }
+        self.topic_answers()
+    }
+
+    /// Settles the names that waited for the cluster's topic list, once it arrived.
+    fn topic_answers(&mut self) -> Vec<Waiter> {
+        // SAFETY: nginx's cached time, read on the worker thread.
+        let now = unsafe { ngx_current_msec } as u64;
+        let Some(answer) = self.lookups.poll(now) else {
+            return Vec::new();
+        };
+        let mut resume = Vec::new();
+        for name in self.topics.checking() {
+            let text = String::from_utf8_lossy(&name).into_owned();
+            let exists = match &answer {
+                Ok(()) => self.lookups.known(&text, now).unwrap_or(false),
+                Err(reason) => {
+                    // The producer will find out: a missing topic fails its events, logged.
+                    self.reports.limited(
+                        crate::log::NGX_LOG_WARN as ngx_uint_t,
+                        cycle_log(),
+                        &format!("topic \"{text}\" could not be checked, accepted: {reason}"),
+                    );
+                    true
+                }
+            };
+            let found = self.found(&text, exists);
+            resume.extend(self.topics.resolved(&name, found, now));
+        }
+        resume
+    }
+
+    fn found(&self, name: &str, exists: bool) -> Found<Topic> {
+        match exists.then(|| Topic::new(self.rk(), name)).flatten() {
+            Some(t) => Found::Exists(t),
+            None => Found::Missing,
         }
     }
 
-    fn tick(&mut self) {
-        self.turn();
+    fn tick(&mut self) -> Vec<Waiter> {
+        let resume = self.turn();
         self.reports.flush_repeats();
         // SAFETY: nginx's flag, read on the worker thread.
         if unsafe { ngx_exiting } != 0 {
             self.exit_tick();
         }
-        let idle = self.in_flight() == 0;
+        let idle = self.in_flight() == 0 && !self.lookups.pending();
         self.tick.set_cancelable(idle);
         self.tick.arm(if self.exit.is_some() && !idle {
             EXIT_TICK_MS
         } else {
             TICK_MS
         });
+        resume
     }
 
     /// While nginx is shutting this worker down gracefully: deliver, and past the flush
@@ -199,7 +342,6 @@ impl Worker {
         if now.wrapping_sub(exit.deadline) < ngx_msec_t::MAX / 2 {
             exit.purged = true;
             purge(self.rk());
-            self.turn();
         } else {
             // Send what waits for linger.ms now; never serves the queue itself.
             // SAFETY: a live producer handle; a zero timeout does not block.
@@ -209,10 +351,17 @@ impl Worker {
 
     /// Finishes synchronously, for at most `flush` then `total`: delivers what it can, then
     /// purges, serving every report so that each failure is logged.
+    fn serve_all(&mut self) {
+        let mut turn = Turn {
+            reports: &mut self.reports,
+        };
+        self.queue.serve(&mut turn, Budget::UNBOUNDED);
+    }
+
     fn finish(&mut self, flush: Duration, total: Duration) -> bool {
         let start = Instant::now();
         while self.in_flight() > 0 && start.elapsed() < flush {
-            self.queue.serve(&mut self.reports, Budget::UNBOUNDED);
+            self.serve_all();
             // SAFETY: a live producer handle; waits up to 10 ms, serves nothing itself.
             unsafe { rdsys::rd_kafka_flush(self.rk(), 10) };
         }
@@ -221,13 +370,17 @@ impl Worker {
             purge(self.rk());
         }
         while start.elapsed() < total {
-            self.queue.serve(&mut self.reports, Budget::UNBOUNDED);
+            self.serve_all();
             if self.in_flight() == 0 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        self.queue.serve(&mut self.reports, Budget::UNBOUNDED);
+        self.serve_all();
+        // The process is ending: requests still waiting for a topic get no answer (their
+        // connections close with it); none of them was answered 2xx.
+        drop(self.topics.take_waiters());
+        self.topics.clear();
         flushed
     }
 }
@@ -247,17 +400,25 @@ fn cycle_log() -> *mut ngx_log_t {
     unsafe { (*ngx::ffi::ngx_cycle).log }
 }
 
+/// Continues the requests whose topic lookup finished, outside the worker's borrow (they
+/// produce through it).
+fn resume(waiters: Option<Vec<Waiter>>) {
+    for w in waiters.unwrap_or_default() {
+        w.resume(crate::http::resume);
+    }
+}
+
 extern "C" fn on_wakeup(ev: *mut ngx_event_t) {
     Wakeup::drain(ev);
-    with_worker(Worker::turn);
+    resume(with_worker(Worker::turn));
 }
 
 extern "C" fn on_more(_: *mut ngx_event_t) {
-    with_worker(Worker::turn);
+    resume(with_worker(Worker::turn));
 }
 
 extern "C" fn on_tick(_: *mut ngx_event_t) {
-    with_worker(Worker::tick);
+    resume(with_worker(Worker::tick));
 }
 
 /// Starts this worker's producer. A producer that cannot start is logged; the worker then
@@ -301,11 +462,23 @@ pub fn start(cycle: &mut ngx_cycle_t) -> Status {
         "kafka: producer started, brokers \"{}\"",
         mcf.brokers.as_deref().unwrap_or_default()
     );
+    let lookups_enabled = !mcf.options.iter().any(|(n, v)| {
+        n == "allow.auto.create.topics" && matches!(v.as_str(), "true" | "1")
+    });
+    // SAFETY: the producer outlives the lookups (field order in `Worker`), which write to
+    // the eventfd only until they are dropped, before it is closed.
+    let mut lookups = unsafe { Lookups::start(producer.client().native_ptr(), wakeup.fd()) };
+    if lookups_enabled {
+        // Learn the topics early, so that the first requests need not wait.
+        lookups.refresh();
+    }
     let worker = Worker {
+        lookups,
         queue,
         _wakeup: wakeup,
         tick,
         more: Event::new(Some(on_more), log),
+        topics: Registry::new(mcf.max_topics, lookups_enabled),
         producer,
         reports: Reports::default(),
         flush_timeout: mcf.flush_timeout,

@@ -12,7 +12,14 @@ use core::ptr;
 use rdkafka::bindings as rdsys;
 use rdkafka::types::RDKafkaRespErr;
 
-use crate::delivery::{Report, Reports};
+use crate::delivery::Report;
+
+/// What the served events are handed to.
+pub trait Sink {
+    fn delivery(&mut self, report: &Report<'_>);
+    fn log(&mut self, level: i32, facility: &str, message: &str);
+    fn error(&mut self, fatal: bool, name: &str, reason: &str);
+}
 
 /// How much one turn may serve.
 #[derive(Clone, Copy)]
@@ -67,7 +74,7 @@ impl MainQueue {
     }
 
     /// Serves events until the queue is empty (false) or the budget is spent (true: more).
-    pub fn serve(&mut self, reports: &mut Reports, budget: Budget) -> bool {
+    pub fn serve(&mut self, sink: &mut impl Sink, budget: Budget) -> bool {
         let (mut messages, mut bytes) = (0usize, 0usize);
         loop {
             if messages >= budget.messages || bytes >= budget.bytes {
@@ -85,8 +92,8 @@ impl MainQueue {
                         self.partial = ev;
                         continue;
                     }
-                    rdsys::RD_KAFKA_EVENT_LOG => log_event(ev, reports),
-                    rdsys::RD_KAFKA_EVENT_ERROR => error_event(ev, reports),
+                    rdsys::RD_KAFKA_EVENT_LOG => log_event(ev, sink),
+                    rdsys::RD_KAFKA_EVENT_ERROR => error_event(ev, sink),
                     _ => {}
                 }
                 messages += 1;
@@ -105,7 +112,7 @@ impl MainQueue {
             };
             messages += 1;
             bytes += m.len;
-            reports.on_delivery(&report(m));
+            sink.delivery(&report(m));
         }
     }
 }
@@ -157,16 +164,16 @@ fn report(m: &rdsys::rd_kafka_message_t) -> Report<'_> {
     }
 }
 
-fn log_event(ev: *mut rdsys::rd_kafka_event_t, reports: &mut Reports) {
+fn log_event(ev: *mut rdsys::rd_kafka_event_t, sink: &mut impl Sink) {
     let (mut fac, mut msg, mut level): (*const c_char, *const c_char, c_int) =
         (ptr::null(), ptr::null(), 0);
     // SAFETY: `ev` is a live log event; the strings live as long as it.
     if unsafe { rdsys::rd_kafka_event_log(ev, &mut fac, &mut msg, &mut level) } == 0 {
-        reports.on_log(level, text(fac).trim(), text(msg).trim());
+        sink.log(level, text(fac).trim(), text(msg).trim());
     }
 }
 
-fn error_event(ev: *mut rdsys::rd_kafka_event_t, reports: &mut Reports) {
+fn error_event(ev: *mut rdsys::rd_kafka_event_t, sink: &mut impl Sink) {
     // SAFETY: `ev` is a live error event; the strings live as long as it.
     let (fatal, name, reason) = unsafe {
         (
@@ -175,5 +182,6 @@ fn error_event(ev: *mut rdsys::rd_kafka_event_t, reports: &mut Reports) {
             text(rdsys::rd_kafka_event_error_string(ev)),
         )
     };
-    reports.on_error(fatal, &name, reason.trim());
+    sink.error(fatal, &name, reason.trim());
 }
+
