@@ -37,11 +37,16 @@ test:
 	@$(MAKE) --no-print-directory test-debian
 
 # The module built against Debian's own nginx (package nginx-dev), loaded into /usr/sbin/nginx.
+# Then the main suites again on that nginx, which is built --with-debug, at `error_log debug`.
 test-debian:
 	@scripts/deps.sh debian
 	@scripts/build-debian.sh
 	NGINX_BIN=/usr/sbin/nginx NGINX_MODULE=$(CURDIR)/$(OUT)/debian/ngx_http_kafka_module.so \
 	  $(CARGO) test --$(PROFILE) --test debian_nginx -- --include-ignored
+	NGINX_BIN=/usr/sbin/nginx NGINX_MODULE=$(CURDIR)/$(OUT)/debian/ngx_http_kafka_module.so \
+	  NGINX_ERROR_LOG_LEVEL=debug $(CARGO) test --$(PROFILE) --no-fail-fast \
+	  --test ingest --test outage --test exit --test subrequest --test topics -- \
+	  --skip mass_expiry
 
 # The benchmark (bench/run.py): Debian's nginx with this module and the original Lua
 # collector side by side, against nginx's own `return 204`. Results in bench/results/.

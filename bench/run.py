@@ -91,12 +91,15 @@ class Broker:
     """build/bin/kafka-dev-broker: librdkafka's mock cluster, on CPU 1 beside wrk. It keeps
     every message in memory, so each run gets a fresh one."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, topic):
         self.port = free_port()
         self.log_path = workdir / "broker.log"
         self.log_file = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            pinned(1, [str(BIN / "kafka-dev-broker"), "--port", str(self.port)]),
+            # The module never creates topics: the run's topic exists up front, with the
+            # mock cluster's default of 4 partitions.
+            pinned(1, [str(BIN / "kafka-dev-broker"), "--port", str(self.port),
+                       "--topic", f"{topic}:4"]),
             stdout=self.log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_listen(self.port, self.proc, "kafka-dev-broker")
         deadline = time.time() + 5
@@ -289,7 +292,7 @@ class Runner:
         shape = self.load(workers)
         if connections:
             shape["connections"] = connections
-        self.broker = Broker(self.workdir)
+        self.broker = Broker(self.workdir, topic)
         try:
             return self.measure(contestant, workers, body_name, body, topic, shape, seconds,
                                 options, delay_ms, soak_sample)

@@ -8,11 +8,11 @@ use core::ptr::{self, addr_of_mut};
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_enum_t, ngx_conf_set_enum_slot, ngx_conf_set_msec_slot,
-    ngx_conf_set_num_slot, ngx_int_t,
-    ngx_conf_set_sec_slot, ngx_conf_t, ngx_http_complex_value_t, ngx_http_set_complex_value_slot,
-    ngx_msec_t, ngx_str_t, ngx_uint_t, time_t, NGX_CONF_1MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
-    NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    ngx_conf_set_num_slot, ngx_conf_set_sec_slot, ngx_conf_t, ngx_http_complex_value_t,
+    ngx_http_set_complex_value_slot, ngx_int_t, ngx_msec_t, ngx_str_t, ngx_uint_t, time_t,
+    NGX_CONF_1MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
+    NGX_LOG_EMERG,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
@@ -349,12 +349,7 @@ pub fn init_main(cf: &mut ngx_conf_t, mcf: &mut MainConf) -> *mut c_char {
     mcf.max_topics = match mcf.max_topics_conf {
         NGX_CONF_UNSET => DEFAULT_MAX_TOPICS,
         n if n >= 1 => n as usize,
-        _ => {
-            return emerg(
-                cf,
-                format_args!("\"kafka_max_topics\" must be at least 1"),
-            )
-        }
+        _ => return emerg(cf, format_args!("\"kafka_max_topics\" must be at least 1")),
     };
     if mcf.ingest {
         let config = mcf.producer_config();

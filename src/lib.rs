@@ -52,10 +52,7 @@ mod module {
             unsafe { &*addr_of!(ngx_http_kafka_module) }
         }
 
-        unsafe extern "C" fn init_main_conf(
-            cf: *mut ngx_conf_t,
-            conf: *mut c_void,
-        ) -> *mut c_char {
+        unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
             // SAFETY: nginx passes the parser state and the configuration that
             // `create_main_conf` made.
             conf::init_main(unsafe { &mut *cf }, unsafe { &mut *conf.cast() })

@@ -7,36 +7,24 @@ pub use ngx::ffi::{
     NGX_LOG_CRIT, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 
+// These macros are private to the crate: `#[macro_use] mod log` in lib.rs puts them in
+// scope for the modules declared after it.
+
 /// Logs at `level` through any `*mut ngx_log_t`.
-#[macro_export]
 macro_rules! log_at {
     ($level:expr, $log:expr, $($arg:tt)+) => {
         ngx::ngx_log_error!($level, $log, $($arg)+)
     };
 }
 
-/// An event was lost, or a request failed on our side.
-#[macro_export]
-macro_rules! error {
-    ($log:expr, $($arg:tt)+) => { $crate::log_at!($crate::log::NGX_LOG_ERR, $log, $($arg)+) };
-}
-
-/// Recovered trouble: a broker down, a retry.
-#[macro_export]
-macro_rules! warn {
-    ($log:expr, $($arg:tt)+) => { $crate::log_at!($crate::log::NGX_LOG_WARN, $log, $($arg)+) };
-}
-
 /// Lifecycle: a producer started, a flush finished.
-#[macro_export]
 macro_rules! notice {
-    ($log:expr, $($arg:tt)+) => { $crate::log_at!($crate::log::NGX_LOG_NOTICE, $log, $($arg)+) };
+    ($log:expr, $($arg:tt)+) => { log_at!($crate::log::NGX_LOG_NOTICE, $log, $($arg)+) };
 }
 
 /// Client mistakes.
-#[macro_export]
 macro_rules! info {
-    ($log:expr, $($arg:tt)+) => { $crate::log_at!($crate::log::NGX_LOG_INFO, $log, $($arg)+) };
+    ($log:expr, $($arg:tt)+) => { log_at!($crate::log::NGX_LOG_INFO, $log, $($arg)+) };
 }
 
 /// Writes one line of any length to every destination of `log` that takes `level`, formatted

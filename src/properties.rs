@@ -158,7 +158,10 @@ mod tests {
     fn values_are_never_echoed() {
         let bad = check("linger.ms", "soon").unwrap_err();
         assert!(!bad.contains("soon"), "{bad}");
-        assert!(bad.contains("Invalid value for configuration property"), "{bad}");
+        assert!(
+            bad.contains("Invalid value for configuration property"),
+            "{bad}"
+        );
         let bad = check("ssl.endpoint.identification.algorithm", "hunter2").unwrap_err();
         assert!(!bad.contains("hunter2"), "{bad}");
         assert_eq!(redact("a x b", "x"), "a (hidden) b");

@@ -129,3 +129,57 @@ fn benchmark_config_on_debian_nginx() {
     let from_module: Vec<_> = records.iter().filter(|r| r.value == body).collect();
     assert_eq!(from_module.len(), 1, "{}", nginx.logs());
 }
+
+/// Finding: Debian's nginx is built `--with-debug`; with `error_log ... debug` it logs the
+/// ident of every timer it adds, deletes or fires, which crashed workers whose timer event
+/// had no `data` (signal 11 at the first tick). Ticks, deliveries, failures, a reload and a
+/// quit, all at debug level.
+#[test]
+#[ignore = "needs Debian's nginx and the module built for it: make test-debian"]
+fn debug_logging_on_a_debug_build() {
+    let out = Command::new(nginx_bin()).arg("-V").output().unwrap();
+    let flags = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(flags.contains("--with-debug"), "not a debug build: {flags}");
+
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("dbg", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let conf = conf_with(
+        "kafka_option message.timeout.ms 1000;",
+        "location = /in { kafka_ingest; kafka_topic dbg; }",
+    )
+    .replace(
+        &format!("error_log logs/error.log {};", error_log_level()),
+        "error_log logs/error.log debug;",
+    );
+    let mut nginx = Nginx::start_conf(&conf, &brokers);
+    let mut http = Http::connect(nginx.port);
+    for i in 0..20 {
+        assert_eq!(http.post("/in", "", format!("{i}").as_bytes()).status, 204);
+    }
+    // Three ticks of the module's timer.
+    std::thread::sleep(Duration::from_millis(3200));
+    cluster.broker_down(1).unwrap();
+    for i in 0..5 {
+        assert_eq!(
+            http.post("/in", "", format!("down-{i}").as_bytes()).status,
+            204
+        );
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(http);
+    nginx.reload();
+    nginx.quit();
+    let log = nginx.logs();
+    assert!(
+        log.contains("[debug]") && log.contains("event timer"),
+        "debug lines"
+    );
+    assert!(!log.contains("exited on signal"), "a worker crashed");
+    assert_eq!(
+        undelivered_payloads(&log).len(),
+        5,
+        "the 5 events sent while down"
+    );
+    nginx.check_logs();
+}

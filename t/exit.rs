@@ -38,6 +38,18 @@ fn post_n(port: u16, tag: &str, n: usize) -> BTreeSet<Vec<u8>> {
     sent
 }
 
+/// Compares sets of payloads by their counts first, so that a failure stays readable.
+fn same(what: &str, got: &BTreeSet<Vec<u8>>, want: &BTreeSet<Vec<u8>>) {
+    let missing = want.difference(got).count();
+    let extra = got.difference(want).count();
+    assert!(
+        missing == 0 && extra == 0,
+        "{what}: {} expected, {} found, {missing} missing, {extra} unexpected",
+        want.len(),
+        got.len()
+    );
+}
+
 fn logged(log: &str) -> BTreeSet<Vec<u8>> {
     let all = undelivered_payloads(log);
     let set: BTreeSet<Vec<u8>> = all.iter().cloned().collect();
@@ -71,7 +83,7 @@ fn fast_stop_during_a_reload_flush() {
     nginx.stop_with(libc::SIGTERM);
 
     let log = nginx.logs();
-    assert_eq!(logged(&log), sent, "every answered event is logged");
+    same("every answered event is logged", &logged(&log), &sent);
     assert!(!log.contains("exited on signal"), "{log}");
     let (delivered, failed) = exit_counts(&log);
     assert_eq!((delivered, failed), (0, 500), "{log}");
@@ -89,7 +101,7 @@ fn fast_stop_logs_everything() {
     let sent = post_n(nginx.port, "term", 500);
     nginx.stop_with(libc::SIGTERM);
     let log = nginx.logs();
-    assert_eq!(logged(&log), sent, "{log}");
+    same("every answered event is logged", &logged(&log), &sent);
     assert_eq!(exit_counts(&log), (0, 500), "{log}");
 }
 
@@ -114,7 +126,7 @@ fn reload_delivers_then_exits() {
         .into_iter()
         .map(|r| r.value)
         .collect();
-    assert_eq!(got, sent);
+    same("every event delivered", &got, &sent);
     assert_eq!(exit_counts(&log).0, 300, "{log}");
 }
 
@@ -185,12 +197,21 @@ fn mass_expiry_keeps_answering() {
     }
     let accepted: BTreeSet<Vec<u8>> = accepted.lock().unwrap().iter().cloned().collect();
 
-    wait_for("every accepted event logged", Duration::from_secs(20), || {
-        log_has(accepted.len())
-    });
+    wait_for(
+        "every accepted event logged",
+        Duration::from_secs(20),
+        || log_has(accepted.len()),
+    );
     let log = nginx.log("error.log");
-    assert_eq!(logged(&log), accepted, "each accepted event is logged once");
-    assert!(refused > 1000, "the queue was full for a while: {refused} refused");
+    same(
+        "each accepted event is logged once",
+        &logged(&log),
+        &accepted,
+    );
+    assert!(
+        refused > 1000,
+        "the queue was full for a while: {refused} refused"
+    );
     let refusal_lines = log
         .lines()
         .filter(|l| l.contains("kafka: event to \"burst\" refused"))
@@ -242,7 +263,7 @@ fn single_process_reload_replaces_the_producer() {
         nginx.log("error.log").contains(&started)
     });
     let log = nginx.log("error.log");
-    assert_eq!(logged(&log), sent, "the old producer's events are logged");
+    same("the old producer's events are logged", &logged(&log), &sent);
     assert!(
         log.contains("kafka: producer stopped: 20 queued at exit"),
         "{log}"

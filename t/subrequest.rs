@@ -138,7 +138,8 @@ fn header_only_subrequest_is_finished() {
     for _ in 0..3 {
         let mut s = TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET /ssi HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        s.write_all(b"GET /ssi HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
         let mut page = String::new();
         s.read_to_string(&mut page).unwrap();
         let body = page.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");

@@ -113,10 +113,7 @@ fn topic_cap() {
             .unwrap();
     }
     let brokers = cluster.bootstrap_servers();
-    let nginx = Nginx::start_conf(
-        &conf_with("kafka_max_topics 3;", PREFIX_LOCATION),
-        &brokers,
-    );
+    let nginx = Nginx::start_conf(&conf_with("kafka_max_topics 3;", PREFIX_LOCATION), &brokers);
     let mut http = Http::connect(nginx.port);
     for i in 0..20 {
         let r = http.post("/in", &format!("my-poc-topic-missing-{i}"), b"x");
@@ -168,7 +165,11 @@ fn random_topic_names_keep_memory_flat() {
         "worker RSS grew from {before} kB to {after} kB"
     );
     let topics = cluster_topics(&brokers);
-    assert_eq!(topics, vec!["my-poc-topic-01".to_string()], "nothing created");
+    assert_eq!(
+        topics,
+        vec!["my-poc-topic-01".to_string()],
+        "nothing created"
+    );
 }
 
 /// An operator may let brokers create topics (`allow.auto.create.topics true`): names are

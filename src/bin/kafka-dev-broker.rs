@@ -35,7 +35,11 @@ fn main() {
     let upstream = cluster.bootstrap_servers();
     let listener = TcpListener::bind(("127.0.0.1", port))
         .unwrap_or_else(|e| die(&format!("127.0.0.1:{port}: {e}")));
-    println!("kafka-dev-broker: listening on 127.0.0.1:{port} (mock cluster at {upstream}); topics not listed are created on first use");
+    let names: Vec<&str> = topics.iter().map(|(n, _)| n.as_str()).collect();
+    println!(
+        "kafka-dev-broker: listening on 127.0.0.1:{port} (mock cluster at {upstream}); topics: {}",
+        names.join(", ")
+    );
 
     for client in listener.incoming().flatten() {
         let upstream = upstream.clone();

@@ -63,7 +63,12 @@ unsafe fn read_file(b: &ngx_buf_t, out: &mut Vec<u8>) -> io::Result<()> {
         };
         match n {
             n if n > 0 => done += n as usize,
-            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body file is short")),
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "body file is short",
+                ))
+            }
             _ => return Err(io::Error::other("body file read failed")),
         }
     }

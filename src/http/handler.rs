@@ -51,7 +51,7 @@ pub unsafe extern "C" fn ingest_handler(r: *mut ngx_http_request_t) -> ngx_int_t
             TopicError::Illegal => Rejection::IllegalTopic,
             TopicError::NotAllowed => Rejection::TopicNotAllowed,
         };
-        crate::info!(
+        info!(
             r.log(),
             "kafka: rejected topic \"{}\"",
             String::from_utf8_lossy(topic.as_bytes()).escape_debug()
@@ -139,7 +139,7 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
     let body = match body::collect(rb) {
         Ok(b) => b,
         Err(e) => {
-            crate::log_at!(
+            log_at!(
                 crate::log::NGX_LOG_CRIT,
                 r.log(),
                 "kafka: request body could not be read: {e}"
@@ -166,7 +166,7 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
         Ok(Produced::Queued) => send_accepted(r),
         Ok(Produced::Parked) => NGX_DONE as ngx_int_t,
         Err(SendError::UnknownTopic) => {
-            crate::info!(r.log(), "kafka: topic \"{topic}\" does not exist");
+            info!(r.log(), "kafka: topic \"{topic}\" does not exist");
             send_rejection(r, Rejection::UnknownTopic, lcf.retry_after)
         }
         Err(e) => {

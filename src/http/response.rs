@@ -87,8 +87,7 @@ pub fn send_rejection(r: &mut Request, rejection: Rejection, retry_after: time_t
         return NGX_ERROR as ngx_int_t;
     }
     if rejection.retry()
-        && r
-            .add_header_out("Retry-After", &retry_after.to_string())
+        && r.add_header_out("Retry-After", &retry_after.to_string())
             .is_none()
     {
         return NGX_ERROR as ngx_int_t;

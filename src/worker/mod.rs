@@ -231,7 +231,7 @@ impl Worker {
             rdsys::rd_kafka_produce(
                 rkt,
                 -1, // RD_KAFKA_PARTITION_UA: the partitioner picks
-                rdsys::RD_KAFKA_MSG_F_COPY as i32,
+                rdsys::RD_KAFKA_MSG_F_COPY,
                 value.as_ptr().cast_mut().cast(),
                 value.len(),
                 key_ptr.cast(),
@@ -323,7 +323,7 @@ impl Worker {
         let now = unsafe { ngx_current_msec };
         let in_flight = self.in_flight();
         if self.exit.is_none() {
-            crate::notice!(
+            notice!(
                 cycle_log(),
                 "kafka: flushing {} queued events before exit, for up to {} ms",
                 in_flight,
@@ -434,7 +434,7 @@ pub fn start(cycle: &mut ngx_cycle_t) -> Status {
     let producer: BaseProducer<Context> = match mcf.producer_config().create_with_context(Context) {
         Ok(p) => p,
         Err(e) => {
-            crate::log_at!(
+            log_at!(
                 crate::log::NGX_LOG_EMERG,
                 log,
                 "kafka: producer not started: {e}"
@@ -445,7 +445,7 @@ pub fn start(cycle: &mut ngx_cycle_t) -> Status {
     // SAFETY: the producer outlives the queue (field order in `Worker`).
     let queue = unsafe { MainQueue::of(producer.client().native_ptr()) };
     let Some(wakeup) = Wakeup::new(Some(on_wakeup), log) else {
-        crate::log_at!(
+        log_at!(
             crate::log::NGX_LOG_EMERG,
             log,
             "kafka: no eventfd connection for the producer"
@@ -457,14 +457,15 @@ pub fn start(cycle: &mut ngx_cycle_t) -> Status {
     tick.set_cancelable(true);
     tick.arm(TICK_MS);
 
-    crate::notice!(
+    notice!(
         log,
         "kafka: producer started, brokers \"{}\"",
         mcf.brokers.as_deref().unwrap_or_default()
     );
-    let lookups_enabled = !mcf.options.iter().any(|(n, v)| {
-        n == "allow.auto.create.topics" && matches!(v.as_str(), "true" | "1")
-    });
+    let lookups_enabled = !mcf
+        .options
+        .iter()
+        .any(|(n, v)| n == "allow.auto.create.topics" && matches!(v.as_str(), "true" | "1"));
     // SAFETY: the producer outlives the lookups (field order in `Worker`), which write to
     // the eventfd only until they are dropped, before it is closed.
     let mut lookups = unsafe { Lookups::start(producer.client().native_ptr(), wakeup.fd()) };
@@ -498,7 +499,10 @@ pub fn stop(cycle: &mut ngx_cycle_t) {
     let log = cycle.log;
     // SAFETY: nginx's signal flags and cached time, read on the worker thread.
     let (terminating, now) = unsafe { (ngx_terminate != 0, ngx_current_msec) };
-    let queued = worker.exit.as_ref().map_or(worker.in_flight(), |e| e.queued);
+    let queued = worker
+        .exit
+        .as_ref()
+        .map_or(worker.in_flight(), |e| e.queued);
     let (flush, total) = if terminating {
         (TERMINATE_FLUSH, TERMINATE_TOTAL)
     } else {
@@ -515,7 +519,7 @@ pub fn stop(cycle: &mut ngx_cycle_t) {
     let flushed = worker.finish(flush, total);
     let left = worker.in_flight();
     let reports = &worker.reports;
-    crate::notice!(
+    notice!(
         log,
         "kafka: producer stopped: {} queued at exit, {}; {} delivered, {} not delivered{} in all",
         queued,

@@ -150,7 +150,12 @@ fn text<'a>(p: *const c_char) -> std::borrow::Cow<'a, str> {
 fn report(m: &rdsys::rd_kafka_message_t) -> Report<'_> {
     let error = (m.err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR).then(|| {
         // SAFETY: librdkafka's static error tables.
-        let (name, text_) = unsafe { (rdsys::rd_kafka_err2name(m.err), rdsys::rd_kafka_err2str(m.err)) };
+        let (name, text_) = unsafe {
+            (
+                rdsys::rd_kafka_err2name(m.err),
+                rdsys::rd_kafka_err2str(m.err),
+            )
+        };
         format!("{} ({})", text(name), text(text_))
     });
     Report {
@@ -184,4 +189,3 @@ fn error_event(ev: *mut rdsys::rd_kafka_event_t, sink: &mut impl Sink) {
     };
     sink.error(fatal, &name, reason.trim());
 }
-

@@ -9,9 +9,7 @@ use std::ffi::CString;
 use std::rc::Rc;
 use std::sync::mpsc;
 
-use ngx::ffi::{
-    ngx_connection_t, ngx_http_request_t, ngx_pool_cleanup_add, ngx_pool_cleanup_t,
-};
+use ngx::ffi::{ngx_connection_t, ngx_http_request_t, ngx_pool_cleanup_add, ngx_pool_cleanup_t};
 use rdkafka::bindings as rdsys;
 
 /// A producer topic handle, created once per topic and kept.
@@ -149,8 +147,14 @@ fn fetch(rk: *mut rdsys::rd_kafka_t) -> Result<HashSet<String>, String> {
         let mut names = HashSet::with_capacity(m.topic_cnt.max(0) as usize);
         for i in 0..m.topic_cnt.max(0) as usize {
             let t = &*m.topics.add(i);
-            if t.err == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && !t.topic.is_null() {
-                names.insert(core::ffi::CStr::from_ptr(t.topic).to_string_lossy().into_owned());
+            if t.err == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+                && !t.topic.is_null()
+            {
+                names.insert(
+                    core::ffi::CStr::from_ptr(t.topic)
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
         rdsys::rd_kafka_metadata_destroy(md);

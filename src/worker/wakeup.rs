@@ -3,8 +3,8 @@
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_close_connection, ngx_connection_t, ngx_event_handler_pt, ngx_event_t,
-    ngx_get_connection, ngx_handle_read_event, ngx_log_t,
+    ngx_close_connection, ngx_connection_t, ngx_event_handler_pt, ngx_event_t, ngx_get_connection,
+    ngx_handle_read_event, ngx_log_t,
 };
 
 pub struct Wakeup {

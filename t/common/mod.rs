@@ -316,12 +316,20 @@ pub fn config_test(conf: &str) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// The error-log level of `conf_with` configurations: `NGINX_ERROR_LOG_LEVEL`, or `info`.
+/// `make test-debian` runs suites at `debug` on Debian's `--with-debug` nginx, where nginx
+/// logs every timer and event the module creates.
+pub fn error_log_level() -> String {
+    std::env::var("NGINX_ERROR_LOG_LEVEL").unwrap_or_else(|_| "info".to_string())
+}
+
 /// A minimal configuration around one `server` body, for tests of one feature.
 pub fn conf_with(http: &str, server: &str) -> String {
+    let level = error_log_level();
     format!(
         "load_module {{module}};\n\
          worker_processes 1;\n\
-         error_log logs/error.log info;\n\
+         error_log logs/error.log {level};\n\
          pid logs/nginx.pid;\n\
          events {{ worker_connections 1024; }}\n\
          http {{\n\
