@@ -10,7 +10,7 @@ want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' 
 
 case "${1:-build}" in
   build) for p in build-essential libpcre2-dev libssl-dev zlib1g-dev clang libclang-dev curl; do want "$p"; done ;;
-  test)  for p in apache2-utils; do want "$p"; done ;;
+  test)  for p in apache2-utils valgrind; do want "$p"; done ;;
   debian) for p in "${debian_pkgs[@]}"; do want "$p"; done ;;
   bench) for p in "${debian_pkgs[@]}" wrk gnuplot-nox iproute2; do want "$p"; done ;;
   *) echo "deps.sh: unknown step $1" >&2; exit 2 ;;

@@ -72,6 +72,8 @@ pub struct Nginx {
     child: Option<Child>,
     /// Extra marks that this test expects and that must not fail it.
     pub allowed_marks: Vec<String>,
+    /// A command nginx runs under (valgrind), if any.
+    wrapper: Vec<String>,
 }
 
 impl Nginx {
@@ -109,12 +111,18 @@ impl Nginx {
     }
 
     pub fn start(files: &[(&str, &str)], brokers: &str) -> Nginx {
+        Self::start_wrapped(files, brokers, &[])
+    }
+
+    /// Starts nginx as the argument of `wrapper` (for example valgrind and its options).
+    pub fn start_wrapped(files: &[(&str, &str)], brokers: &str, wrapper: &[&str]) -> Nginx {
         let (prefix, port) = Self::prepare(files, brokers);
         let mut nginx = Nginx {
             prefix,
             port,
             child: None,
             allowed_marks: Vec::new(),
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
         };
         nginx.launch();
         nginx
@@ -135,7 +143,15 @@ impl Nginx {
     }
 
     fn launch(&mut self) {
-        let child = Command::new(nginx_bin())
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(nginx_bin());
+                c
+            }
+            None => Command::new(nginx_bin()),
+        };
+        let child = command
             .arg("-p")
             .arg(&self.prefix.0)
             .args([
@@ -150,7 +166,8 @@ impl Nginx {
             .spawn()
             .expect("nginx starts");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let slow = if self.wrapper.is_empty() { 1 } else { 10 };
+        let deadline = Instant::now() + Duration::from_secs(15 * slow);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("nginx exited at start ({status}):\n{}", self.logs());
@@ -163,7 +180,7 @@ impl Nginx {
             std::thread::sleep(Duration::from_millis(20));
         }
         // Let every worker start its producer.
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(200 * slow));
     }
 
     pub fn pid(&self) -> i32 {
@@ -220,7 +237,8 @@ impl Nginx {
         };
         // SAFETY: signals our own child process.
         unsafe { libc::kill(child.id() as i32, sig) };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline =
+            Instant::now() + Duration::from_secs(if self.wrapper.is_empty() { 30 } else { 120 });
         while child.try_wait().unwrap().is_none() {
             if Instant::now() > deadline {
                 let _ = child.kill();
