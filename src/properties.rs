@@ -46,6 +46,9 @@ pub fn producer_config(brokers: &str, options: &[(String, String)]) -> ClientCon
     config.set("delivery.report.only.error", "true");
     // Clients name topics: never let them create one, unless the operator opts in.
     config.set("allow.auto.create.topics", "false");
+    // What a fast stop (TERM) must log inside the master's kill window: 1 GiB (librdkafka's
+    // default) cannot be written in time; 128 MiB can, with room to spare.
+    config.set("queue.buffering.max.kbytes", "131072");
     for (name, value) in options {
         config.set(name, value);
     }
