@@ -19,6 +19,8 @@ struct Seen {
 pub struct RepeatFilter {
     window_ms: u64,
     seen: HashMap<String, Seen>,
+    /// Lines of new kinds held back because `MAX_KEYS` kinds were already being counted.
+    overflow: u64,
 }
 
 /// What to do with a line.
@@ -37,6 +39,7 @@ impl RepeatFilter {
         RepeatFilter {
             window_ms,
             seen: HashMap::new(),
+            overflow: 0,
         }
     }
 
@@ -52,7 +55,13 @@ impl RepeatFilter {
             return Verdict::Write { suppressed };
         }
         if self.seen.len() >= MAX_KEYS {
-            self.expire(now_ms);
+            let owed = self.expire(now_ms);
+            self.overflow += owed.iter().map(|(_, n)| n).sum::<u64>();
+            if self.seen.len() >= MAX_KEYS {
+                // Bounded memory whatever clients send: count it, write nothing.
+                self.overflow += 1;
+                return Verdict::Suppress;
+            }
         }
         self.seen.insert(
             key,
@@ -69,6 +78,12 @@ impl RepeatFilter {
     pub fn expire(&mut self, now_ms: u64) -> Vec<(String, u64)> {
         let window = self.window_ms;
         let mut owed = Vec::new();
+        if self.overflow > 0 {
+            owed.push((
+                "lines of other kinds".to_string(),
+                std::mem::take(&mut self.overflow),
+            ));
+        }
         self.seen.retain(|key, seen| {
             if now_ms.saturating_sub(seen.since_ms) < window {
                 return true;
@@ -101,5 +116,18 @@ mod tests {
         assert_eq!(owed.len(), 1);
         assert_eq!(owed[0].1, 1);
         assert_eq!(f.admit(a, 30_000), Verdict::Write { suppressed: 0 });
+    }
+
+    #[test]
+    fn kinds_are_bounded() {
+        let mut f = RepeatFilter::new(10_000);
+        for i in 0..10_000 {
+            f.admit(&format!("refused topic-{}", "x".repeat(i % 5000)), 0);
+        }
+        assert!(f.seen.len() <= MAX_KEYS);
+        let owed = f.expire(20_000);
+        assert!(owed
+            .iter()
+            .any(|(k, n)| k == "lines of other kinds" && *n > 0));
     }
 }

@@ -177,12 +177,15 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
                 SendError::TooManyTopics | SendError::TooManyLookups => Rejection::TooManyTopics,
                 SendError::NoProducer | SendError::Kafka(_) => Rejection::Unavailable,
             };
-            // One line per refused request would flood the log while the queue is full.
-            worker::log_limited(
-                crate::log::NGX_LOG_WARN as ngx_uint_t,
-                r.log(),
-                &format!("event to \"{topic}\" refused: {e}"),
-            );
+            // One line per refused request would flood the log while the queue is full. The
+            // topic is named only where topics are known to the worker (and so bounded).
+            let line = match e {
+                SendError::TooManyTopics | SendError::TooManyLookups => {
+                    format!("event refused: {e}")
+                }
+                _ => format!("event to \"{topic}\" refused: {e}"),
+            };
+            worker::log_limited(crate::log::NGX_LOG_WARN as ngx_uint_t, r.log(), &line);
             send_rejection(r, rejection, lcf.retry_after)
         }
     }

@@ -195,9 +195,13 @@ impl Worker {
                 let found = self.found(topic, exists);
                 drop(self.topics.resolved(topic.as_bytes(), found, now));
                 step = self.topics.step(topic.as_bytes(), now);
-            } else {
-                self.lookups.refresh();
+            } else if self.lookups.refresh() {
                 step = Step::Wait;
+            } else {
+                // No lookup thread: accept, and let the producer find out.
+                let found = self.found(topic, true);
+                drop(self.topics.resolved(topic.as_bytes(), found, now));
+                step = self.topics.step(topic.as_bytes(), now);
             }
         }
         match step {
@@ -349,8 +353,7 @@ impl Worker {
         }
     }
 
-    /// Finishes synchronously, for at most `flush` then `total`: delivers what it can, then
-    /// purges, serving every report so that each failure is logged.
+    /// Serves everything waiting, with no budget: only when the worker exits.
     fn serve_all(&mut self) {
         let mut turn = Turn {
             reports: &mut self.reports,
@@ -358,6 +361,8 @@ impl Worker {
         self.queue.serve(&mut turn, Budget::UNBOUNDED);
     }
 
+    /// Finishes synchronously, for at most `flush` then `total`: delivers what it can, then
+    /// purges, serving every report so that each failure is logged.
     fn finish(&mut self, flush: Duration, total: Duration) -> bool {
         let start = Instant::now();
         while self.in_flight() > 0 && start.elapsed() < flush {

@@ -97,13 +97,14 @@ impl Lookups {
         (now_ms.saturating_sub(at) < FRESH_MS).then_some(false)
     }
 
-    /// Asks for a new topic list, unless one is being fetched.
-    pub fn refresh(&mut self) {
+    /// Asks for a new topic list, unless one is being fetched; false if none can be.
+    pub fn refresh(&mut self) -> bool {
         if !self.pending {
             if let Some(tx) = &self.requests {
                 self.pending = tx.send(()).is_ok();
             }
         }
+        self.pending
     }
 
     pub fn pending(&self) -> bool {
