@@ -2037,8 +2037,10 @@ struct Tally {
     /// The longest wait for an answer, and for what (reported: timing is not asserted).
     slowest: Duration,
     slowest_case: String,
-    /// With `DESCRIBE`: the request behind each accepted event.
-    described: HashMap<u128, String>,
+    /// With `DESCRIBE`: the requests behind each event, and what became of them; and every
+    /// request with its outcome, to search for the bytes of an unexpected message.
+    described: HashMap<u128, Vec<String>>,
+    journal: Vec<String>,
 }
 
 impl Tally {
@@ -2071,7 +2073,10 @@ impl Tally {
         for (k, v) in other.unknown {
             *self.unknown.entry(k).or_default() += v;
         }
-        self.described.extend(other.described);
+        self.journal.extend(other.journal);
+        for (k, v) in other.described {
+            self.described.entry(k).or_default().extend(v);
+        }
         for (k, v) in other.covered {
             *self.covered.entry(k).or_default() += v;
         }
@@ -2088,7 +2093,7 @@ impl Tally {
 }
 
 /// Why a request got no answer.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Fate {
     /// nginx never read it, or could not have acted on it (it was cut short).
     NotProcessed,
@@ -2123,12 +2128,17 @@ struct Client {
     tally: Tally,
     /// Stalled connections, waiting for nginx to close them.
     parked: VecDeque<(TcpStream, Instant)>,
+    /// Numbers sessions in the `DESCRIBE` journal.
+    session: String,
 }
 
 impl Client {
     fn run(mut self, quota: u64, deadline: Instant, progress: &AtomicU64) -> Tally {
         while self.tally.h1 + self.tally.h2 < quota && Instant::now() < deadline {
             let before = self.tally.h1 + self.tally.h2;
+            if DESCRIBE.load(Ordering::Relaxed) {
+                self.session = format!("[{:x}]", self.rng.0);
+            }
             if self.rng.percent(12) {
                 self.h2_session();
             } else {
@@ -2172,12 +2182,26 @@ impl Client {
             }
             if let Some(id) = e.event {
                 *self.tally.accepted.entry(id).or_default() += 1;
-                if DESCRIBE.load(Ordering::Relaxed) {
-                    self.tally
-                        .described
-                        .insert(id, format!("{proto}: {}", show(request, 400)));
-                }
             }
+        }
+        if DESCRIBE.load(Ordering::Relaxed) {
+            let text = format!(
+                "{} {proto} answered {} {}: {}",
+                self.session,
+                r.status,
+                show(&r.body, 100),
+                show(request, 1500)
+            );
+            if let Some(id) = e.event {
+                self.tally
+                    .described
+                    .entry(id)
+                    .or_default()
+                    .push(text.clone());
+            }
+            self.tally.journal.push(text);
+        }
+        if (200..300).contains(&r.status) {
             return;
         }
         if module_json {
@@ -2214,6 +2238,21 @@ impl Client {
     /// Books a request that got no response.
     fn unanswered(&mut self, e: &Expect, fate: Fate, request: &[u8], proto: &'static str) {
         self.tally.unanswered += 1;
+        if DESCRIBE.load(Ordering::Relaxed) {
+            let text = format!(
+                "{} {proto} unanswered {fate:?}: {}",
+                self.session,
+                show(request, 1500)
+            );
+            if let Some(id) = e.event {
+                self.tally
+                    .described
+                    .entry(id)
+                    .or_default()
+                    .push(text.clone());
+            }
+            self.tally.journal.push(text);
+        }
         let fate = match fate {
             Fate::Lost(_) if e.may_drop => Fate::Unknown,
             f => f,
@@ -2254,10 +2293,11 @@ impl Client {
             Stalled => 1,
         };
         let mut reqs = Vec::new();
-        for i in 0..count {
-            // The request cut short must be well-formed, or its cut might complete it.
-            let cut_here = matches!(mode, Aborted | Stalled) && i + 1 == count;
-            let r = gen_h1(&mut self.rng, !cut_here);
+        // The request cut short must be well-formed, or its cut might complete it (a short
+        // Content-Length); and it must be the last one.
+        let faults = !matches!(mode, Aborted | Stalled);
+        for _ in 0..count {
+            let r = gen_h1(&mut self.rng, faults);
             let terminal = r.terminal;
             reqs.push(r);
             if terminal {
@@ -2671,8 +2711,8 @@ struct ReadBack {
     errors: u64,
     first_error: Option<String>,
     drained: bool,
-    /// With `DESCRIBE`: every message, shortened.
-    described: HashMap<u128, String>,
+    /// With `DESCRIBE`: every message, shortened, and its value as `show` writes it.
+    described: HashMap<u128, (String, String)>,
 }
 
 /// Follows every partition of the fuzz topics from the beginning during the run (the mock
@@ -2716,7 +2756,7 @@ fn spawn_reader(brokers: String, stop: Arc<AtomicBool>) -> JoinHandle<ReadBack> 
                     if DESCRIBE.load(Ordering::Relaxed) {
                         let key = m.key().map(|k| show(k, 80));
                         let text = format!("{} key {key:?} value {}", m.topic(), show(value, 300));
-                        back.described.insert(id, text);
+                        back.described.insert(id, (text, show(value, 60)));
                     }
                 }
                 Some(Err(e)) => {
@@ -2860,6 +2900,7 @@ fn http_fuzz() {
                 ports,
                 tally: Tally::default(),
                 parked: VecDeque::new(),
+                session: String::new(),
             };
             std::thread::spawn(move || client.run(quota, deadline, &progress))
         })
@@ -2964,7 +3005,7 @@ fn http_fuzz() {
         for (id, &acc) in &tally.accepted {
             if back.seen.get(id).copied().unwrap_or(0) < acc && shown < 8 {
                 shown += 1;
-                println!("http_fuzz: MISSING {}", tally.described[id]);
+                println!("http_fuzz: MISSING {:?}", tally.described.get(id));
             }
         }
         shown = 0;
@@ -2973,7 +3014,17 @@ fn http_fuzz() {
                 + tally.unknown.get(id).copied().unwrap_or(0);
             if got > expected && shown < 8 {
                 shown += 1;
-                println!("http_fuzz: UNEXPECTED {}", back.described[id]);
+                let (message, value) = &back.described[id];
+                println!("http_fuzz: UNEXPECTED {message}");
+                println!("    requests: {:?}", tally.described.get(id));
+                let hits = tally.journal.iter().filter(|j| j.contains(value.as_str()));
+                for hit in hits.take(5) {
+                    let session = hit.split(' ').next().unwrap_or_default();
+                    println!("    has its bytes, in session {session}:");
+                    for j in tally.journal.iter().filter(|j| j.starts_with(session)) {
+                        println!("        {j}");
+                    }
+                }
             }
         }
     }
