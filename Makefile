@@ -6,7 +6,7 @@ CARGO   ?= cargo
 PROFILE := release
 OUT     := build
 
-.PHONY: all deps build run stop test test-debian bench clean
+.PHONY: all deps build run stop test test-debian fuzz-smoke bench clean
 
 all: build
 
@@ -35,6 +35,13 @@ test:
 	@$(MAKE) --no-print-directory build
 	$(CARGO) test --$(PROFILE) --no-fail-fast
 	@$(MAKE) --no-print-directory test-debian
+	@$(MAKE) --no-print-directory fuzz-smoke
+
+# A short, seeded run of every cargo fuzz target, and the known inputs replayed
+# (fuzz/README.md); `scripts/fuzz.sh long SECONDS` for long runs by hand.
+fuzz-smoke:
+	scripts/fuzz.sh smoke
+	scripts/fuzz.sh regressions
 
 # The module built against Debian's own nginx (package nginx-dev), loaded into /usr/sbin/nginx.
 # Then the main suites again on that nginx, which is built --with-debug, at `error_log debug`.

@@ -34,7 +34,12 @@ pub fn log_unescape(text: &[u8]) -> Option<Vec<u8>> {
             b'"' => out.push(b'"'),
             b'\\' => out.push(b'\\'),
             b'x' => {
-                let hex = std::str::from_utf8(text.get(i + 2..i + 4)?).ok()?;
+                let hex = text.get(i + 2..i + 4)?;
+                // Two hex digits exactly: `from_str_radix` alone would also take `+f`.
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                let hex = std::str::from_utf8(hex).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 2;
             }
@@ -91,6 +96,13 @@ mod tests {
         let mut v = Vec::new();
         log_escape(b, &mut v);
         v
+    }
+
+    #[test]
+    fn unescape_takes_two_hex_digits_only() {
+        // Found by fuzzing (fuzz/regressions/log_unescape/).
+        assert!(log_unescape(b"\\x+f").is_none());
+        assert_eq!(log_unescape(b"\\x0f"), Some(vec![0x0f]));
     }
 
     #[test]

@@ -130,15 +130,33 @@ fn redact_all(reason: &str, values: &[&str]) -> String {
         .fold(reason.to_string(), |r, v| redact(&r, v))
 }
 
-/// A broker as librdkafka takes it: `host`, `host:port` or `proto://host:port`, no list.
+/// A broker as librdkafka takes it: `host`, `host:port`, `[v6]:port` or `proto://...`, one
+/// address, not a list.
 pub fn is_broker_address(s: &str) -> bool {
-    let rest = s.split_once("://").map_or(s, |(_, r)| r);
-    !rest.is_empty()
-        && !rest.starts_with(':')
-        && !s.contains([',', ' ', '\t'])
-        && rest
-            .rsplit_once(':')
-            .is_none_or(|(_, port)| port.parse::<u16>().is_ok_and(|p| p > 0) || rest.ends_with(']'))
+    if s.is_empty() || s.contains(',') || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let rest = match s.split_once("://") {
+        Some((proto, rest)) if !proto.is_empty() => rest,
+        Some(_) => return false,
+        None => s,
+    };
+    let port_ok = |p: &str| {
+        !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok_and(|p| p > 0)
+    };
+    if let Some(v6) = rest.strip_prefix('[') {
+        return match v6.split_once(']') {
+            Some((host, "")) => !host.is_empty(),
+            Some((host, port)) => !host.is_empty() && port.strip_prefix(':').is_some_and(port_ok),
+            None => false,
+        };
+    }
+    match rest.split_once(':') {
+        None => !rest.is_empty(),
+        Some((host, port)) => !host.is_empty() && !host.contains(']') && port_ok(port),
+    }
 }
 
 #[cfg(test)]
@@ -185,5 +203,18 @@ mod tests {
         assert!(!is_broker_address("host:port"));
         assert!(!is_broker_address(":9092"));
         assert!(!is_broker_address("host:0"));
+        // Found by fuzzing the old check.
+        for bad in [
+            "host:+9092",
+            "a:b]",
+            "x:1:2",
+            "://x",
+            "a\nb:1",
+            "[::1",
+            "[::1]x",
+        ] {
+            assert!(!is_broker_address(bad), "{bad:?}");
+        }
+        assert!(is_broker_address("[::1]"));
     }
 }

@@ -34,9 +34,11 @@ pub fn is_legal_topic(name: &[u8]) -> bool {
         && name.len() <= 249
         && name != b"."
         && name != b".."
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name.iter().all(|&b| is_topic_char(b))
+}
+
+fn is_topic_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
 }
 
 /// One entry of `kafka_allowed_topics`: an exact name, or a prefix ending in `*`.
@@ -50,7 +52,9 @@ impl TopicPattern {
     /// Parses one directive argument; `None` when it can never match a legal topic.
     pub fn parse(arg: &[u8]) -> Option<TopicPattern> {
         match arg.strip_suffix(b"*") {
-            Some(prefix) if prefix.is_empty() || is_legal_topic(prefix) => {
+            // A prefix need not be a topic itself (`.` is not, `.a` is): made of topic
+            // characters, it matches itself or itself and one more.
+            Some(prefix) if prefix.len() <= 249 && prefix.iter().all(|&b| is_topic_char(b)) => {
                 Some(TopicPattern::Prefix(prefix.to_vec()))
             }
             Some(_) => None,
@@ -137,6 +141,15 @@ mod tests {
             Some(TopicPattern::Prefix(vec![]))
         );
         assert_eq!(TopicPattern::parse(b"bad name"), None);
+        // Found by fuzzing (fuzz/regressions/topics/): `.a` is a topic, so `.*` may match.
+        assert_eq!(
+            TopicPattern::parse(b".*"),
+            Some(TopicPattern::Prefix(b".".to_vec()))
+        );
+        assert_eq!(
+            TopicPattern::parse(b"..*"),
+            Some(TopicPattern::Prefix(b"..".to_vec()))
+        );
         assert_eq!(TopicPattern::parse(b"bad/*"), None);
     }
 }

@@ -176,3 +176,36 @@ fn exit_logs_what_could_not_be_flushed() {
     );
     assert_eq!(exit_counts(&log), (0, 30), "{log}");
 }
+
+/// A client may choose a key that looks like the payload field (`kafka_key $http_x_key`):
+/// the logged line still gives back the exact payload and key, read left to right (found by
+/// fuzzing the failure line, fuzz/regressions/failure_line/).
+#[test]
+fn a_key_that_looks_like_a_field_is_logged_unambiguously() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("keys", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let conf = conf_with(
+        "kafka_option message.timeout.ms 1000;",
+        "location = /in { kafka_ingest; kafka_topic keys; kafka_key $http_x_key; }",
+    );
+    let nginx = Nginx::start_conf(&conf, &brokers);
+    cluster.broker_down(1).unwrap();
+    let key = "u1\" bytes=3 payload=";
+    let body = b"{\"real\":\"payload=\\\"x\\\"\"}";
+    let r = Http::connect(nginx.port).request("POST", "/in", &[("X-Key", key)], body);
+    assert_eq!(r.status, 204);
+    wait_for("the failure line", Duration::from_secs(20), || {
+        !undelivered_payloads(&nginx.log("error.log")).is_empty()
+    });
+    let log = nginx.log("error.log");
+    let line = log
+        .lines()
+        .find(|l| l.contains("message not delivered"))
+        .unwrap();
+    let fields = failure_fields(line).unwrap();
+    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    assert_eq!(get("key").as_deref(), Some(key.as_bytes()), "{line}");
+    assert_eq!(get("payload").as_deref(), Some(&body[..]), "{line}");
+    assert_eq!(undelivered_payloads(&log), vec![body.to_vec()]);
+}

@@ -3,7 +3,6 @@
 
 use libfuzzer_sys::fuzz_target;
 use nginx_kafka_fuzz::escape::{log_escape, log_unescape};
-use nginx_kafka_fuzz::strict;
 
 fuzz_target!(|data: &[u8]| {
     let Some(bytes) = log_unescape(data) else {
@@ -20,9 +19,8 @@ fuzz_target!(|data: &[u8]| {
         }
         if data[i + 1] == b'x' {
             let hex = &data[i + 2..i + 4];
-            let known = hex[0] == b'+' && hex[1].is_ascii_hexdigit() && !strict();
             assert!(
-                hex.iter().all(u8::is_ascii_hexdigit) || known,
+                hex.iter().all(u8::is_ascii_hexdigit),
                 "\\x{hex:?} accepted"
             );
             i += 2;

@@ -4,7 +4,6 @@
 
 use libfuzzer_sys::fuzz_target;
 use nginx_kafka_fuzz::record::{check_topic, is_legal_topic, TopicError, TopicPattern};
-use nginx_kafka_fuzz::strict;
 
 /// Kafka's rule, written out independently: 1..=249 bytes of [A-Za-z0-9._-], not "." or "..".
 #[allow(clippy::manual_is_ascii_check)] // by hand on purpose, not as the code under test has it
@@ -41,7 +40,12 @@ fuzz_target!(|data: &[u8]| {
             }
             Some(TopicPattern::Prefix(prefix)) => {
                 assert_eq!(arg, [&prefix[..], b"*"].concat());
-                assert!(prefix.is_empty() || reference_legal(prefix));
+                // A prefix is accepted only if some legal name starts with it.
+                assert!(
+                    prefix.is_empty()
+                        || reference_legal(prefix)
+                        || reference_legal(&[&prefix[..], b"a"].concat())
+                );
                 let p = parsed.as_ref().unwrap();
                 assert_eq!(p.matches(topic), topic.starts_with(prefix));
                 // Any legal name that starts with the prefix matches, the prefix itself included.
@@ -57,12 +61,14 @@ fuzz_target!(|data: &[u8]| {
                 // Rejected arguments can never match a legal topic: a prefix can when some
                 // legal name starts with it (`.*` and `..*` can: `.a`, `..a`).
                 let could_match = match arg.strip_suffix(b"*") {
-                    Some(stem) => reference_legal(stem) || reference_legal(&[stem, b"a"].concat()),
+                    Some(stem) => {
+                        stem.is_empty()
+                            || reference_legal(stem)
+                            || reference_legal(&[stem, b"a"].concat())
+                    }
                     None => reference_legal(arg),
                 };
-                // Known: parse rejects `.*` and `..*` (fuzz/regressions/topics/).
-                let known = matches!(arg, b".*" | b"..*") && !strict();
-                assert!(!could_match || known, "legal pattern rejected: {arg:?}");
+                assert!(!could_match, "legal pattern rejected: {arg:?}");
             }
         }
         patterns.extend(parsed);

@@ -572,13 +572,48 @@ pub fn exit_counts(log: &str) -> (u64, u64) {
 /// Payloads of the `message not delivered` lines in `log`, unescaped.
 pub fn undelivered_payloads(log: &str) -> Vec<Vec<u8>> {
     log.lines()
-        .filter(|l| l.contains("kafka: message not delivered:"))
         .filter_map(|l| {
-            let start = l.find(" payload=\"")? + 10;
-            let text = l[start..].strip_suffix('"')?;
-            Some(unescape(text.as_bytes()))
+            failure_fields(l)?
+                .into_iter()
+                .find(|(name, _)| name == "payload")
+                .map(|(_, v)| v)
         })
         .collect()
+}
+
+/// The fields of a `message not delivered` line, read left to right: a quoted value may hold
+/// anything, escaped, even ` payload="` (a key chosen by a client), so searching for a
+/// field's name is not enough.
+pub fn failure_fields(line: &str) -> Option<Vec<(String, Vec<u8>)>> {
+    let start = line.find("kafka: message not delivered: ")? + 30;
+    let text = &line.as_bytes()[start..];
+    let mut fields = Vec::new();
+    let mut i = 0;
+    while i < text.len() {
+        while text.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        let eq = i + text[i..].iter().position(|&b| b == b'=')?;
+        let name = String::from_utf8_lossy(&text[i..eq]).into_owned();
+        i = eq + 1;
+        if text.get(i) == Some(&b'"') {
+            let from = i + 1;
+            i = from;
+            while i < text.len() && text[i] != b'"' {
+                i += if text[i] == b'\\' { 2 } else { 1 };
+            }
+            fields.push((name, unescape(&text[from..i.min(text.len())])));
+            i += 1;
+        } else {
+            let end = text[i..]
+                .iter()
+                .position(|&b| b == b' ')
+                .map_or(text.len(), |p| i + p);
+            fields.push((name, text[i..end].to_vec()));
+            i = end;
+        }
+    }
+    Some(fields)
 }
 
 /// The inverse of the module's log escaping (`\"`, `\\`, `\xHH`).
