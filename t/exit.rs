@@ -57,18 +57,30 @@ fn logged(log: &str) -> BTreeSet<Vec<u8>> {
     set
 }
 
+/// nginx with the default flush timeout (10 s), its broker down, and 500 events answered 204.
+fn down_with_500_accepted(
+    tag: &str,
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    Nginx,
+    BTreeSet<Vec<u8>>,
+) {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("exit-t", 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let conf = conf_with("", "location = /in { kafka_ingest; kafka_topic exit-t; }");
+    let nginx = Nginx::start_conf(&conf, &brokers);
+    cluster.broker_down(1).unwrap();
+    let sent = post_n(nginx.port, tag, 500);
+    (cluster, nginx, sent)
+}
+
 /// Finding: the broker is down, 500 events were answered 204, nginx reloads and 1.5 s later
 /// is stopped fast. The old worker, still in its reload flush, must notice the TERM and log
 /// every event before the master's SIGKILL.
 #[test]
 fn fast_stop_during_a_reload_flush() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("exit-t", 2, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let conf = conf_with("", "location = /in { kafka_ingest; kafka_topic exit-t; }");
-    let mut nginx = Nginx::start_conf(&conf, &brokers);
-    cluster.broker_down(1).unwrap();
-    let sent = post_n(nginx.port, "reload-term", 500);
+    let (_cluster, mut nginx, sent) = down_with_500_accepted("reload-term");
 
     let old = nginx.workers();
     nginx.signal(libc::SIGHUP);
@@ -92,13 +104,7 @@ fn fast_stop_during_a_reload_flush() {
 /// A fast stop alone with the broker down logs every event too.
 #[test]
 fn fast_stop_logs_everything() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("exit-t", 2, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let conf = conf_with("", "location = /in { kafka_ingest; kafka_topic exit-t; }");
-    let mut nginx = Nginx::start_conf(&conf, &brokers);
-    cluster.broker_down(1).unwrap();
-    let sent = post_n(nginx.port, "term", 500);
+    let (_cluster, mut nginx, sent) = down_with_500_accepted("term");
     nginx.stop_with(libc::SIGTERM);
     let log = nginx.logs();
     same("every answered event is logged", &logged(&log), &sent);
