@@ -6,6 +6,7 @@
 //! main queue (see `worker/queue.rs`).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 use ngx::ffi::{ngx_current_msec, ngx_cycle, ngx_log_t, ngx_uint_t};
 
@@ -15,6 +16,39 @@ use crate::repeats::{RepeatFilter, Verdict};
 
 /// How long identical complaints are held back after one is written.
 const REPEAT_WINDOW_MS: u64 = 10_000;
+
+thread_local! {
+    /// One per worker, whether or not its producer started: refusals are limited either way.
+    static REPEATS: RefCell<RepeatFilter> = RefCell::new(RepeatFilter::new(REPEAT_WINDOW_MS));
+}
+
+/// Writes `kafka: <message>` to `log` unless a line like it (digits aside) was written in the
+/// last window; the next one written says how many were held back.
+pub fn log_limited(level: ngx_uint_t, log: *mut ngx_log_t, message: &str) {
+    // SAFETY: nginx's cached time, read on the worker thread.
+    let now = unsafe { ngx_current_msec } as u64;
+    let verdict = REPEATS.with(|r| r.borrow_mut().admit(message, now));
+    if let Verdict::Write { suppressed } = verdict {
+        let line = if suppressed > 0 {
+            format!("kafka: {message} (and {suppressed} more like it)")
+        } else {
+            format!("kafka: {message}")
+        };
+        // SAFETY: `log` is a valid log of the current cycle, on the worker thread.
+        unsafe { write_line(level, log, line.as_bytes()) };
+    }
+}
+
+/// Reports, once their window has passed, the lines that were held back.
+pub fn flush_repeats() {
+    // SAFETY: nginx's cached time, read on the worker thread.
+    let now = unsafe { ngx_current_msec } as u64;
+    for (key, count) in REPEATS.with(|r| r.borrow_mut().expire(now)) {
+        let line = format!("kafka: {count} more like \"{key}\" (digits elided)");
+        // SAFETY: the cycle log is valid on the worker thread.
+        unsafe { write_line(NGX_LOG_WARN as ngx_uint_t, cycle_log(), line.as_bytes()) };
+    }
+}
 
 /// Which error log a message's failure goes to: the one of the location that accepted it.
 /// Stored as the message's opaque, a `*mut ngx_log_t` that lives as long as the cycle.
@@ -31,27 +65,17 @@ pub struct Report<'a> {
     pub opaque: LogRef,
 }
 
-/// This worker's counts, and the rate limiter of its repeated log lines.
+/// This worker's counts.
 ///
 /// librdkafka reports only failures by default (`delivery.report.only.error`, see
 /// `worker/mod.rs`): what was delivered is what was accepted, less what failed, less what
 /// is still in flight.
+#[derive(Default)]
 pub struct Reports {
     /// Messages the producer took.
     pub accepted: u64,
     /// Messages reported as not delivered, each logged with its payload.
     pub failed: u64,
-    repeats: RepeatFilter,
-}
-
-impl Default for Reports {
-    fn default() -> Self {
-        Reports {
-            accepted: 0,
-            failed: 0,
-            repeats: RepeatFilter::new(REPEAT_WINDOW_MS),
-        }
-    }
 }
 
 impl Reports {
@@ -92,7 +116,7 @@ impl Reports {
             5 => NGX_LOG_NOTICE,
             _ => NGX_LOG_INFO,
         };
-        self.limited(
+        log_limited(
             level as ngx_uint_t,
             cycle_log(),
             &format!("librdkafka {facility}: {message}"),
@@ -101,38 +125,11 @@ impl Reports {
 
     pub fn on_error(&mut self, fatal: bool, name: &str, reason: &str) {
         let level = if fatal { NGX_LOG_ERR } else { NGX_LOG_WARN };
-        self.limited(
+        log_limited(
             level as ngx_uint_t,
             cycle_log(),
             &format!("librdkafka error {name}: {reason}"),
         );
-    }
-
-    /// Writes `kafka: <message>` to `log` unless a line like it (digits aside) was written
-    /// in the last window; the next one written says how many were held back.
-    pub fn limited(&mut self, level: ngx_uint_t, log: *mut ngx_log_t, message: &str) {
-        // SAFETY: nginx's cached time, read on the worker thread.
-        let now = unsafe { ngx_current_msec } as u64;
-        if let Verdict::Write { suppressed } = self.repeats.admit(message, now) {
-            let line = if suppressed > 0 {
-                format!("kafka: {message} (and {suppressed} more like it)")
-            } else {
-                format!("kafka: {message}")
-            };
-            // SAFETY: `log` is a valid log of the current cycle, on the worker thread.
-            unsafe { write_line(level, log, line.as_bytes()) };
-        }
-    }
-
-    /// Reports, once their window has passed, the lines that were held back.
-    pub fn flush_repeats(&mut self) {
-        // SAFETY: nginx's cached time, read on the worker thread.
-        let now = unsafe { ngx_current_msec } as u64;
-        for (key, count) in self.repeats.expire(now) {
-            let line = format!("kafka: {count} more like \"{key}\" (digits elided)");
-            // SAFETY: the cycle log is valid on the worker thread.
-            unsafe { write_line(NGX_LOG_WARN as ngx_uint_t, cycle_log(), line.as_bytes()) };
-        }
     }
 }
 

@@ -112,10 +112,10 @@ fn mirror_leaves_no_connection_behind() {
     nginx.check_logs();
 }
 
-/// Other subrequests with a body: an `auth_request`-style header-only subrequest is
-/// answered with a status only, and the parent goes on.
+/// Other subrequests: an SSI include (a GET, so refused with 405) gets the module's answer
+/// inline, and the page is served whole. A guard: this worked before the mirror fix too.
 #[test]
-fn header_only_subrequest_is_finished() {
+fn ssi_include_gets_the_answer_inline() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("audited", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();

@@ -192,3 +192,40 @@ fn auto_creation_when_the_operator_opts_in() {
     assert_eq!(http.post("/in", "my-poc-topic-new2", b"x").status, 204);
     assert_eq!(http.post("/in", "my-poc-topic-new3", b"x").status, 503);
 }
+
+/// The cluster cannot be asked (its broker is down from the start): the first event for a
+/// topic waits for the fetch to fail, is accepted, and, never delivered, is logged with its
+/// payload; nothing answered 204 is lost.
+#[test]
+fn unchecked_topics_are_accepted_and_logged_if_undelivered() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("my-poc-topic-01", 1, 1).unwrap();
+    cluster.broker_down(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let nginx = Nginx::start_conf(
+        &conf_with("kafka_option message.timeout.ms 2000;", PREFIX_LOCATION),
+        &brokers,
+    );
+    let mut http = Http::connect(nginx.port);
+    let bodies: Vec<Vec<u8>> = (0..3)
+        .map(|i| format!("{{\"u\":{i}}}").into_bytes())
+        .collect();
+    for b in &bodies {
+        assert_eq!(http.post("/in", "my-poc-topic-01", b).status, 204);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while undelivered_payloads(&nginx.log("error.log")).len() < bodies.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            nginx.log("error.log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = nginx.log("error.log");
+    assert_eq!(undelivered_payloads(&log), bodies, "{log}");
+    assert!(
+        log.contains("kafka: topic \"my-poc-topic-01\" could not be checked, accepted"),
+        "{log}"
+    );
+}

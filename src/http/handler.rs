@@ -185,7 +185,7 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
                 }
                 _ => format!("event to \"{topic}\" refused: {e}"),
             };
-            worker::log_limited(crate::log::NGX_LOG_WARN as ngx_uint_t, r.log(), &line);
+            crate::delivery::log_limited(crate::log::NGX_LOG_WARN as ngx_uint_t, r.log(), &line);
             send_rejection(r, rejection, lcf.retry_after)
         }
     }

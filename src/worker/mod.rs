@@ -125,15 +125,6 @@ pub fn produce(
     with_worker(|w| w.produce(topic, key, value, log, r)).unwrap_or(Err(SendError::NoProducer))
 }
 
-/// Writes a line that may repeat often (one per refused request) at most once per window.
-pub fn log_limited(level: ngx_uint_t, log: *mut ngx_log_t, message: &str) {
-    let written = with_worker(|w| w.reports.limited(level, log, message));
-    if written.is_none() {
-        // SAFETY: `log` is a valid log on the worker thread.
-        unsafe { crate::log::write_line(level, log, format!("kafka: {message}").as_bytes()) };
-    }
-}
-
 fn with_worker<T>(f: impl FnOnce(&mut Worker) -> T) -> Option<T> {
     WORKER.with(|w| w.try_borrow_mut().ok()?.as_mut().map(f))
 }
@@ -186,48 +177,13 @@ impl Worker {
         log: *mut ngx_log_t,
         r: *mut ngx_http_request_t,
     ) -> Result<Produced, SendError> {
-        // SAFETY: nginx's cached time, read on the worker thread.
-        let now = unsafe { ngx_current_msec } as u64;
-        let mut step = self.topics.step(topic.as_bytes(), now);
-        if step == Step::Lookup {
-            // A recent topic list answers at once; otherwise fetch one and wait for it.
-            if let Some(exists) = self.lookups.known(topic, now) {
-                let found = self.found(topic, exists);
-                drop(self.topics.resolved(topic.as_bytes(), found, now));
-                step = self.topics.step(topic.as_bytes(), now);
-            } else if self.lookups.refresh() {
-                step = Step::Wait;
-            } else {
-                // No lookup thread: accept, and let the producer find out.
-                let found = self.found(topic, true);
-                drop(self.topics.resolved(topic.as_bytes(), found, now));
-                step = self.topics.step(topic.as_bytes(), now);
-            }
-        }
-        match step {
-            Step::Ready => {}
-            Step::Missing => return Err(SendError::UnknownTopic),
-            Step::TooMany => return Err(SendError::TooManyTopics),
-            Step::Busy => return Err(SendError::TooManyLookups),
-            Step::Create => {
-                let t = Topic::new(self.rk(), topic).ok_or(SendError::UnknownTopic)?;
-                self.topics.insert(topic.as_bytes(), t);
-            }
-            Step::Lookup | Step::Wait => {
-                let waiter = Waiter::new(r).ok_or(SendError::Kafka("no memory".into()))?;
-                if self.topics.park(topic.as_bytes(), waiter).is_err() {
-                    return Err(SendError::Kafka("lookup lost".into()));
-                }
-                // A lookup is running: an exiting worker waits for it.
-                self.tick.set_cancelable(false);
-                return Ok(Produced::Parked);
-            }
-        }
-        let rkt = self
-            .topics
-            .handle(topic.as_bytes())
-            .ok_or(SendError::UnknownTopic)?
-            .as_ptr();
+        let rkt = match self.topics.handle(topic.as_bytes()) {
+            Some(t) => t.as_ptr(),
+            None => match self.new_topic(topic, r)? {
+                Some(rkt) => rkt,
+                None => return Ok(Produced::Parked),
+            },
+        };
         let (key_ptr, key_len) = key.map_or((core::ptr::null(), 0), |k| (k.as_ptr(), k.len()));
         // SAFETY: a live topic handle of this producer; librdkafka copies payload and key
         // (RD_KAFKA_MSG_F_COPY); the opaque is the location's error log, valid for the cycle.
@@ -253,6 +209,56 @@ impl Worker {
             self.tick.set_cancelable(false);
         }
         Ok(Produced::Queued)
+    }
+
+    /// A topic this worker has no handle for: its handle, or `None` when the request was
+    /// parked until the cluster's topic list arrives.
+    fn new_topic(
+        &mut self,
+        topic: &str,
+        r: *mut ngx_http_request_t,
+    ) -> Result<Option<*mut rdsys::rd_kafka_topic_t>, SendError> {
+        // SAFETY: nginx's cached time, read on the worker thread.
+        let now = unsafe { ngx_current_msec } as u64;
+        let mut step = self.topics.step(topic.as_bytes(), now);
+        if step == Step::Lookup {
+            // A recent topic list answers at once; otherwise fetch one and wait for it. With
+            // no lookup thread, accept, and let the producer find out.
+            let known = match self.lookups.known(topic, now) {
+                None if self.lookups.refresh() => None,
+                None => Some(true),
+                known => known,
+            };
+            if let Some(exists) = known {
+                let found = self.found(topic, exists);
+                drop(self.topics.resolved(topic.as_bytes(), found, now));
+                step = self.topics.step(topic.as_bytes(), now);
+            }
+        }
+        match step {
+            Step::Ready => {}
+            Step::Missing => return Err(SendError::UnknownTopic),
+            Step::TooMany => return Err(SendError::TooManyTopics),
+            Step::Busy => return Err(SendError::TooManyLookups),
+            Step::Create => {
+                let t = Topic::new(self.rk(), topic).ok_or(SendError::UnknownTopic)?;
+                self.topics.insert(topic.as_bytes(), t);
+            }
+            Step::Lookup | Step::Wait => {
+                let waiter = Waiter::new(r).ok_or(SendError::Kafka("no memory".into()))?;
+                if self.topics.park(topic.as_bytes(), waiter).is_err() {
+                    return Err(SendError::Kafka("lookup lost".into()));
+                }
+                // A lookup is running: an exiting worker waits for it.
+                self.tick.set_cancelable(false);
+                return Ok(None);
+            }
+        }
+        let t = self
+            .topics
+            .handle(topic.as_bytes())
+            .ok_or(SendError::TooManyTopics)?;
+        Ok(Some(t.as_ptr()))
     }
 
     /// One event-loop turn's share of the queue; posts itself again if more is waiting.
@@ -282,7 +288,7 @@ impl Worker {
                 Ok(()) => self.lookups.known(&text, now).unwrap_or(false),
                 Err(reason) => {
                     // The producer will find out: a missing topic fails its events, logged.
-                    self.reports.limited(
+                    crate::delivery::log_limited(
                         crate::log::NGX_LOG_WARN as ngx_uint_t,
                         cycle_log(),
                         &format!("topic \"{text}\" could not be checked, accepted: {reason}"),
@@ -305,7 +311,7 @@ impl Worker {
 
     fn tick(&mut self) -> Vec<Waiter> {
         let resume = self.turn();
-        self.reports.flush_repeats();
+        crate::delivery::flush_repeats();
         // SAFETY: nginx's flag, read on the worker thread.
         if unsafe { ngx_exiting } != 0 {
             self.exit_tick();
@@ -541,7 +547,7 @@ pub fn stop(cycle: &mut ngx_cycle_t) {
             String::new()
         },
     );
-    worker.reports.flush_repeats();
+    crate::delivery::flush_repeats();
 }
 
 /// In a single process (`master_process off`), a reload builds a new configuration in the
