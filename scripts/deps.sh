@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Installs what a step needs when it is missing: build (compilers, headers), test (ab, tansu),
+# Installs what a step needs when it is missing: build (compilers, headers), test (ab,
+# valgrind, prometheus and promtool for t/metrics.rs, tansu),
 # debian (Debian's nginx, its module build kit, and the Lua collector the benchmark runs),
 # bench (all of debian, wrk, gnuplot, ss).
 set -euo pipefail
 
 need_pkgs=()
+apt_flags=()
 debian_pkgs=(nginx nginx-dev libnginx-mod-http-lua lua-nginx-kafka lua-cjson)
 want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' || need_pkgs+=("$1"); }
 
 case "${1:-build}" in
   build) for p in build-essential libpcre2-dev libssl-dev zlib1g-dev clang libclang-dev curl; do want "$p"; done ;;
-  test)  for p in apache2-utils valgrind; do want "$p"; done ;;
+  # prometheus without its recommended node-exporter, which the tests do not use.
+  test)  for p in apache2-utils valgrind prometheus; do want "$p"; done
+         apt_flags=(--no-install-recommends) ;;
   debian) for p in "${debian_pkgs[@]}"; do want "$p"; done ;;
   bench) for p in "${debian_pkgs[@]}" wrk gnuplot-nox iproute2; do want "$p"; done ;;
   *) echo "deps.sh: unknown step $1" >&2; exit 2 ;;
@@ -19,13 +23,21 @@ esac
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  # Keep Debian's nginx package from starting a server of its own on port 80.
+  # Keep Debian's nginx and prometheus packages from starting servers of their own (on 80,
+  # 9090, and node-exporter's 9100): the tests start their own, on free ports.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
     $SUDO chmod +x /usr/sbin/policy-rc.d
   fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_flags[@]}" \
+    "${need_pkgs[@]}" >/dev/null
+fi
+
+# A system prometheus (started by a policy-rc.d that allows it, or installed before) does not
+# stop the tests, which use free ports, but it is not ours: say so.
+if [ "${1:-}" = test ] && command -v ss >/dev/null && ss -ltnH 'sport = :9090' | grep -q .; then
+  echo "deps.sh: note: something listens on port 9090 (a system prometheus?); the tests do not need it" >&2
 fi
 
 if [ "${1:-}" = test ] && ! command -v tansu >/dev/null && [ ! -x "$HOME/.cargo/bin/tansu" ]; then

@@ -8,15 +8,16 @@ use core::ptr::{self, addr_of_mut};
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_enum_t, ngx_conf_set_enum_slot, ngx_conf_set_msec_slot,
-    ngx_conf_set_num_slot, ngx_conf_set_sec_slot, ngx_conf_t, ngx_http_complex_value_t,
-    ngx_http_set_complex_value_slot, ngx_int_t, ngx_msec_t, ngx_str_t, ngx_uint_t, time_t,
-    NGX_CONF_1MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF,
-    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
-    NGX_LOG_EMERG,
+    ngx_conf_set_num_slot, ngx_conf_set_sec_slot, ngx_conf_set_size_slot, ngx_conf_t,
+    ngx_http_complex_value_t, ngx_http_set_complex_value_slot, ngx_int_t, ngx_msec_t,
+    ngx_shm_zone_t, ngx_str_t, ngx_uint_t, time_t, NGX_CONF_1MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+    NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
+use crate::metrics::zone;
 use crate::properties;
 use crate::record::{is_legal_topic, TopicPattern, ValueFormat};
 use crate::Module;
@@ -27,6 +28,9 @@ const NGX_CONF_UNSET: ngx_int_t = -1;
 pub const DEFAULT_MAX_TOPICS: usize = 256;
 const UNSET_MSEC: ngx_msec_t = ngx_msec_t::MAX;
 const UNSET_SEC: time_t = -1;
+const UNSET_SIZE: usize = usize::MAX;
+/// `kafka_metrics_zone`'s default: about 1,900 counter sets (locations x topics).
+const DEFAULT_METRICS_SIZE: usize = 1 << 20;
 
 /// `http`-level settings: one producer per worker is built from these.
 pub struct MainConf {
@@ -41,11 +45,36 @@ pub struct MainConf {
     /// `kafka_max_topics`: how many topics one worker produces to.
     pub max_topics: usize,
     max_topics_conf: ngx_int_t,
+    /// Whether a location has `kafka_metrics` or `kafka_ready`.
+    pub metrics: bool,
+    pub ready: bool,
+    /// `kafka_metrics_zone`: the shared memory zone the counters live in, and its size.
+    pub metrics_zone: *mut ngx_shm_zone_t,
+    metrics_size: usize,
+    /// Topics that ingest locations name without variables: readiness needs them to exist.
+    pub fixed_topics: Vec<String>,
 }
 
 impl MainConf {
     pub fn producer_config(&self) -> rdkafka::ClientConfig {
-        properties::producer_config(self.brokers.as_deref().unwrap_or_default(), &self.options)
+        properties::producer_config(
+            self.brokers.as_deref().unwrap_or_default(),
+            &self.options,
+            !self.metrics_zone.is_null(),
+            self.statistics(),
+        )
+    }
+
+    /// Whether the producer reports statistics: for the metrics' gauges and readiness.
+    pub fn statistics(&self) -> bool {
+        (self.metrics || self.ready) && self.option("statistics.interval.ms") != Some("0")
+    }
+
+    fn option(&self, name: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -58,6 +87,11 @@ impl Default for MainConf {
             ingest: false,
             max_topics: 0,
             max_topics_conf: NGX_CONF_UNSET,
+            metrics: false,
+            ready: false,
+            metrics_zone: ptr::null_mut(),
+            metrics_size: UNSET_SIZE,
+            fixed_topics: Vec::new(),
         }
     }
 }
@@ -71,6 +105,14 @@ pub struct LocationConf {
     pub allowed_topics: Option<Vec<TopicPattern>>,
     pub value_format: ngx_uint_t,
     pub retry_after: time_t,
+    /// The location's name as written, recorded by `kafka_ingest`.
+    location_name: Option<Vec<u8>>,
+    /// `kafka_status_zone`: the `location` label of the counters (inherited).
+    status_zone: Option<Vec<u8>>,
+    /// The label an ingest location counts under: `kafka_status_zone`, or its name.
+    pub scope: Vec<u8>,
+    /// `kafka_metrics`'s format.
+    pub metrics_format: ngx_uint_t,
 }
 
 impl Default for LocationConf {
@@ -82,6 +124,10 @@ impl Default for LocationConf {
             allowed_topics: None,
             value_format: UNSET_UINT,
             retry_after: UNSET_SEC,
+            location_name: None,
+            status_zone: None,
+            scope: Vec::new(),
+            metrics_format: METRICS_PROMETHEUS,
         }
     }
 }
@@ -127,10 +173,13 @@ static mut VALUE_FORMATS: [ngx_conf_enum_t; 3] = [
     },
 ];
 
+pub const METRICS_PROMETHEUS: ngx_uint_t = 0;
+pub const METRICS_JSON: ngx_uint_t = 1;
+
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
 /// The directive table.
-pub static mut COMMANDS: [ngx_command_t; 11] = [
+pub static mut COMMANDS: [ngx_command_t; 15] = [
     ngx_command_t {
         name: ngx_string!("kafka_brokers"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
@@ -209,6 +258,38 @@ pub static mut COMMANDS: [ngx_command_t; 11] = [
         set: Some(ngx_conf_set_sec_slot),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: offset_of!(LocationConf, retry_after),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_metrics"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_metrics),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_metrics_zone"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_conf_set_size_slot),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: offset_of!(MainConf, metrics_size),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_status_zone"),
+        type_: (ANY_LEVEL | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_status_zone),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_ready"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_ready),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
         post: ptr::null_mut(),
     },
     ngx_command_t::empty(),
@@ -311,10 +392,76 @@ extern "C" fn set_ingest(
         return NGX_CONF_ERROR;
     };
     clcf.handler = Some(crate::http::ingest_handler);
+    lcf.location_name = Some(clcf.name.as_bytes().to_vec());
 
     if let Some(mcf) = Module::main_conf_mut(cf) {
         mcf.ingest = true;
     }
+    NGX_CONF_OK
+}
+
+extern "C" fn set_metrics(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the parser state and this module's location configuration.
+    let (cf, lcf) = unsafe { (&mut *cf, &mut *conf.cast::<LocationConf>()) };
+    if let Some(format) = args(cf).get(1).copied() {
+        lcf.metrics_format = match format.as_bytes() {
+            b"prometheus" => METRICS_PROMETHEUS,
+            b"json" => METRICS_JSON,
+            _ => return invalid_value(cf, &format),
+        };
+    }
+    let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) else {
+        return NGX_CONF_ERROR;
+    };
+    if clcf.handler.is_some() {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    clcf.handler = Some(crate::http::metrics_handler);
+    if let Some(mcf) = Module::main_conf_mut(cf) {
+        mcf.metrics = true;
+    }
+    NGX_CONF_OK
+}
+
+extern "C" fn set_ready(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the parser state.
+    let cf = unsafe { &mut *cf };
+    let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) else {
+        return NGX_CONF_ERROR;
+    };
+    if clcf.handler.is_some() {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    clcf.handler = Some(crate::http::ready_handler);
+    if let Some(mcf) = Module::main_conf_mut(cf) {
+        mcf.ready = true;
+    }
+    NGX_CONF_OK
+}
+
+extern "C" fn set_status_zone(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the parser state and this module's location configuration.
+    let (cf, lcf) = unsafe { (&mut *cf, &mut *conf.cast::<LocationConf>()) };
+    if lcf.status_zone.is_some() {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    let name = args(cf)[1];
+    if name.is_empty() || name.len > zone::LOCATION_MAX || name.as_bytes().contains(&b'\0') {
+        return invalid_value(cf, &name);
+    }
+    lcf.status_zone = Some(name.as_bytes().to_vec());
     NGX_CONF_OK
 }
 
@@ -351,6 +498,42 @@ pub fn init_main(cf: &mut ngx_conf_t, mcf: &mut MainConf) -> *mut c_char {
         n if n >= 1 => n as usize,
         _ => return emerg(cf, format_args!("\"kafka_max_topics\" must be at least 1")),
     };
+    if mcf.metrics || mcf.metrics_size != UNSET_SIZE {
+        if mcf.metrics_size == UNSET_SIZE {
+            mcf.metrics_size = DEFAULT_METRICS_SIZE;
+        }
+        if mcf.metrics_size < zone::MIN_SIZE {
+            return emerg(
+                cf,
+                format_args!(
+                    "\"kafka_metrics_zone\" must be at least {}k",
+                    zone::MIN_SIZE / 1024
+                ),
+            );
+        }
+        mcf.metrics_zone = match crate::shm::add(cf, mcf.metrics_size) {
+            Some(z) => z,
+            None => return NGX_CONF_ERROR,
+        };
+        if mcf.option("delivery.report.only.error") == Some("true") {
+            return emerg(
+                cf,
+                format_args!(
+                    "\"kafka_metrics\" counts deliveries: \"delivery.report.only.error\" \
+                     cannot be \"true\""
+                ),
+            );
+        }
+    }
+    if mcf.ready && mcf.option("statistics.interval.ms") == Some("0") {
+        return emerg(
+            cf,
+            format_args!(
+                "\"kafka_ready\" needs librdkafka's statistics: \"statistics.interval.ms\" \
+                 cannot be 0"
+            ),
+        );
+    }
     if mcf.ingest {
         let config = mcf.producer_config();
         let values: Vec<&str> = mcf.options.iter().map(|(_, v)| v.as_str()).collect();
@@ -398,9 +581,18 @@ pub unsafe fn merge_location(
         };
     }
 
+    if conf.status_zone.is_none() {
+        conf.status_zone = prev.status_zone.clone();
+    }
+
     let Some((file, line)) = conf.ingest_at.clone() else {
         return NGX_CONF_OK;
     };
+    conf.scope = conf
+        .status_zone
+        .clone()
+        .or_else(|| conf.location_name.clone())
+        .unwrap_or_default();
     let at = format!("in {file}:{line}");
     let fail = |cf: &mut ngx_conf_t, what: std::fmt::Arguments| {
         // SAFETY: `cf.log` is the configuration log while nginx merges.
@@ -437,6 +629,11 @@ pub unsafe fn merge_location(
                     cf,
                     format_args!("topic \"{name_text}\" is not in \"kafka_allowed_topics\""),
                 );
+            }
+        }
+        if let Some(mcf) = Module::main_conf_mut(cf) {
+            if !mcf.fixed_topics.contains(&name_text) {
+                mcf.fixed_topics.push(name_text);
             }
         }
     } else if conf.allowed_topics.is_none() {

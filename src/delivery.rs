@@ -10,8 +10,10 @@ use std::cell::RefCell;
 
 use ngx::ffi::{ngx_current_msec, ngx_cycle, ngx_log_t, ngx_uint_t};
 
+use crate::counters::SetRef;
 use crate::failure_line::failure_line;
 use crate::log::{write_line, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN};
+use crate::metrics::zone::{DELIVERED, FAILED};
 use crate::repeats::{RepeatFilter, Verdict};
 
 /// How long identical complaints are held back after one is written.
@@ -50,8 +52,15 @@ pub fn flush_repeats() {
     }
 }
 
-/// Which error log a message's failure goes to: the one of the location that accepted it.
-/// Stored as the message's opaque, a `*mut ngx_log_t` that lives as long as the cycle.
+/// Where a message came from: the error log of the location that accepted it (its failure
+/// is logged there) and the counter set of that location and topic. Each message's opaque
+/// points at one, owned by the worker's topic handle, which outlives the message.
+pub struct Route {
+    pub log: *mut ngx_log_t,
+    pub set: Option<SetRef>,
+}
+
+/// A message's opaque: a `*const Route`.
 pub type LogRef = usize;
 
 /// One message's delivery report, borrowed from librdkafka's event.
@@ -62,6 +71,8 @@ pub struct Report<'a> {
     pub payload: &'a [u8],
     /// `None` when the broker acknowledged the message.
     pub error: Option<String>,
+    /// librdkafka's name for the error (`_MSG_TIMED_OUT`...).
+    pub error_name: Option<String>,
     pub opaque: LogRef,
 }
 
@@ -76,6 +87,8 @@ pub struct Reports {
     pub accepted: u64,
     /// Messages reported as not delivered, each logged with its payload.
     pub failed: u64,
+    /// The last delivery error: its name, and when (Unix seconds).
+    pub last_error: Option<(String, u64)>,
 }
 
 impl Reports {
@@ -87,10 +100,26 @@ impl Reports {
     }
 
     pub fn on_delivery(&mut self, report: &Report<'_>) {
+        // SAFETY: the opaque is a `Route` of this worker's topic handles, which outlive their
+        // messages; set by `Worker::produce` on this thread.
+        let route = unsafe { &*(report.opaque as *const Route) };
         let Some(error) = &report.error else {
+            if let Some(set) = route.set {
+                set.add(DELIVERED, 1);
+            }
             return;
         };
         self.failed += 1;
+        if let Some(set) = route.set {
+            set.add(FAILED, 1);
+        }
+        let now = ngx::ffi::ngx_time() as u64;
+        if let Some(name) = &report.error_name {
+            match &mut self.last_error {
+                Some((n, t)) if n == name => *t = now,
+                last => *last = Some((name.clone(), now)),
+            }
+        }
         let line = failure_line(
             &report.topic,
             report.partition,
@@ -98,15 +127,8 @@ impl Reports {
             error,
             report.payload,
         );
-        // SAFETY: the opaque is a location's error log, valid for the cycle, set by the
-        // request handler on this thread.
-        unsafe {
-            write_line(
-                NGX_LOG_ERR as ngx_uint_t,
-                report.opaque as *mut ngx_log_t,
-                &line,
-            )
-        };
+        // SAFETY: the route's log is a location's error log, valid for the cycle.
+        unsafe { write_line(NGX_LOG_ERR as ngx_uint_t, route.log, &line) };
     }
 
     pub fn on_log(&mut self, level: i32, facility: &str, message: &str) {

@@ -1,7 +1,13 @@
-//! The HTTP side: the `kafka_ingest` content handler, request bodies and responses.
+//! The HTTP side: the `kafka_ingest` content handler, request bodies and responses, the
+//! `kafka_metrics` and `kafka_ready` endpoints, and the `$kafka_*` variables.
 
 mod body;
 mod handler;
+mod metrics;
 mod response;
+mod variables;
 
 pub use handler::{ingest_handler, resume};
+pub use metrics::{metrics_handler, ready_handler};
+pub use response::Rejection;
+pub use variables::add_variables;

@@ -7,6 +7,7 @@
 // Pure logic.
 pub mod escape;
 pub mod failure_line;
+pub mod metrics;
 pub mod properties;
 pub mod record;
 pub mod repeats;
@@ -19,9 +20,13 @@ mod log;
 #[cfg(not(test))]
 mod conf;
 #[cfg(not(test))]
+mod counters;
+#[cfg(not(test))]
 mod delivery;
 #[cfg(not(test))]
 mod http;
+#[cfg(not(test))]
+mod shm;
 #[cfg(not(test))]
 mod worker;
 
@@ -78,8 +83,13 @@ mod module {
         unsafe { conf::merge_location(&mut *cf, &*prev.cast(), &mut *conf.cast()) }
     }
 
+    extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: nginx passes the parser state.
+        crate::http::add_variables(unsafe { &mut *cf })
+    }
+
     static NGX_HTTP_KAFKA_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
-        preconfiguration: None,
+        preconfiguration: Some(preconfiguration),
         postconfiguration: None,
         create_main_conf: Some(Module::create_main_conf),
         init_main_conf: Some(Module::init_main_conf),
@@ -126,6 +136,7 @@ mod module {
         {
             return Status::NGX_OK.into();
         }
+        crate::counters::start(cycle);
         worker::start(cycle).into()
     }
 
@@ -133,5 +144,6 @@ mod module {
     extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
         // SAFETY: nginx passes the current cycle.
         worker::stop(unsafe { &mut *cycle });
+        crate::counters::stop();
     }
 }

@@ -36,14 +36,28 @@ pub fn redact(reason: &str, value: &str) -> String {
 }
 
 /// The producer's configuration: the brokers, the module's own defaults, then the
-/// operator's `kafka_option` pairs, which win.
-pub fn producer_config(brokers: &str, options: &[(String, String)]) -> ClientConfig {
+/// operator's `kafka_option` pairs, which win. `count_deliveries`: the metrics count each
+/// delivered message where it came from, so successes are reported too. `statistics`: the
+/// metrics and readiness read librdkafka's statistics.
+pub fn producer_config(
+    brokers: &str,
+    options: &[(String, String)],
+    count_deliveries: bool,
+    statistics: bool,
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     config.set("client.id", "nginx-kafka");
-    // Failures only: a failed message is logged with its payload; successes are counted as
-    // accepted less failed (delivery.rs).
-    config.set("delivery.report.only.error", "true");
+    // Without metrics, failures only: a failed message is logged with its payload;
+    // successes are counted as accepted less failed (delivery.rs).
+    config.set(
+        "delivery.report.only.error",
+        if count_deliveries { "false" } else { "true" },
+    );
+    if statistics {
+        // Broker states and queue sizes for the metrics and readiness, every second.
+        config.set("statistics.interval.ms", "1000");
+    }
     // Clients name topics: never let them create one, unless the operator opts in.
     config.set("allow.auto.create.topics", "false");
     // What a fast stop (TERM) must log inside the master's kill window: 1 GiB (librdkafka's

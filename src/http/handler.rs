@@ -8,17 +8,26 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule, Request};
 
+use core::ptr;
+
 use super::body;
 use super::response::{send_accepted, send_rejection, Rejection};
 use crate::conf::LocationConf;
+use crate::metrics::ACCEPTED;
 use crate::record::{check_topic, TopicError};
 use crate::worker::{self, Produced, SendError};
 use crate::Module;
 
-/// What the handler keeps between the request line and the body: the topic it checked.
+/// What the handler keeps for the request: the topic it checked, and for the `$kafka_*`
+/// variables, what became of the event.
 #[derive(Clone, Copy)]
-struct RequestCtx {
-    topic: ngx_str_t,
+pub struct RequestCtx {
+    pub topic: ngx_str_t,
+    pub key: ngx_str_t,
+    /// `crate::metrics::RESULTS` index plus one; 0 until the Kafka step ends.
+    pub result: usize,
+    /// Value and key bytes queued.
+    pub bytes: usize,
 }
 
 /// The content handler installed by `kafka_ingest`.
@@ -31,6 +40,20 @@ pub unsafe extern "C" fn ingest_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     let Some(lcf) = Module::location_conf(r.as_ref()) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
+    let ctx = r.pool().alloc_type::<RequestCtx>();
+    if ctx.is_null() {
+        return NGX_ERROR as ngx_int_t;
+    }
+    // SAFETY: a fresh allocation of the right size and alignment from the request pool.
+    unsafe {
+        ctx.write(RequestCtx {
+            topic: ngx_str_t::default(),
+            key: ngx_str_t::default(),
+            result: 0,
+            bytes: 0,
+        })
+    };
+    r.set_module_ctx(ctx.cast(), Module::module());
 
     if r.as_ref().method & (NGX_HTTP_POST | NGX_HTTP_PUT) as ngx_uint_t == 0 {
         return reject_early(r, lcf, Rejection::MethodNotAllowed);
@@ -45,6 +68,8 @@ pub unsafe extern "C" fn ingest_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         Some(None) => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
         None => ngx_str_t::default(),
     };
+    // SAFETY: the context set above, in the request pool.
+    unsafe { (*ctx).topic = topic };
     if let Err(e) = check_topic(topic.as_bytes(), lcf.allowed_topics.as_deref()) {
         let rejection = match e {
             TopicError::Missing => Rejection::NoTopic,
@@ -62,14 +87,6 @@ pub unsafe extern "C" fn ingest_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         return reject_early(r, lcf, Rejection::EmptyBody);
     }
 
-    let ctx = r.pool().alloc_type::<RequestCtx>();
-    if ctx.is_null() {
-        return NGX_ERROR as ngx_int_t;
-    }
-    // SAFETY: a fresh allocation of the right size and alignment from the request pool.
-    unsafe { ctx.write(RequestCtx { topic }) };
-    r.set_module_ctx(ctx.cast(), Module::module());
-
     // SAFETY: standard body reading; nginx calls `body_read` when the body is complete
     // (at once for a subrequest, whose body is its parent's).
     let rc = unsafe { ngx_http_read_client_request_body(r.into(), Some(body_read)) };
@@ -77,7 +94,7 @@ pub unsafe extern "C" fn ingest_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         return match reading_failed(rc) {
             Some(rejection) => {
                 r.as_mut().set_keepalive(0);
-                send_rejection(r, rejection, lcf.retry_after)
+                refuse(r, lcf, rejection)
             }
             None => rc,
         };
@@ -100,6 +117,27 @@ fn reject_early(r: &mut Request, lcf: &LocationConf, rejection: Rejection) -> ng
     if rc != ngx::core::Status::NGX_OK {
         return rc.0;
     }
+    refuse(r, lcf, rejection)
+}
+
+/// Records what became of the event, for the `$kafka_*` variables.
+fn record(r: &Request, result: usize, bytes: usize) {
+    // The context is there for every request the handler has seen; a copy is changed.
+    let ctx = r.get_module_ctx::<RequestCtx>(Module::module());
+    if let Some(ctx) = ctx {
+        let ctx = ptr::from_ref(ctx).cast_mut();
+        // SAFETY: the context lives in the request pool and is only used on this thread.
+        unsafe {
+            (*ctx).result = result + 1;
+            (*ctx).bytes = bytes;
+        }
+    }
+}
+
+/// Counts and records a refusal before a topic was known to exist, and answers it.
+fn refuse(r: &mut Request, lcf: &LocationConf, rejection: Rejection) -> ngx_int_t {
+    crate::counters::refused(&lcf.scope, rejection.result());
+    record(r, rejection.result(), 0);
     send_rejection(r, rejection, lcf.retry_after)
 }
 
@@ -134,7 +172,7 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
 
     // SAFETY: the request body is complete when this runs; it lives as long as the request.
     let Some(rb) = (unsafe { r.as_ref().request_body.as_ref() }) else {
-        return send_rejection(r, Rejection::EmptyBody, lcf.retry_after);
+        return refuse(r, lcf, Rejection::EmptyBody);
     };
     let body = match body::collect(rb) {
         Ok(b) => b,
@@ -148,7 +186,7 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
         }
     };
     if body.is_empty() {
-        return send_rejection(r, Rejection::EmptyBody, lcf.retry_after);
+        return refuse(r, lcf, Rejection::EmptyBody);
     }
 
     let value = lcf.value_format().value(&body);
@@ -157,17 +195,37 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
         Some(Some(_)) | None => None,
         Some(None) => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
     };
+    if let Some(k) = key {
+        let ctx = r.get_module_ctx::<RequestCtx>(Module::module());
+        if let Some(ctx) = ctx {
+            let ctx = ptr::from_ref(ctx).cast_mut();
+            // SAFETY: the context is only used on this thread; the key lives in the pool.
+            unsafe {
+                (*ctx).key = ngx_str_t {
+                    len: k.len(),
+                    data: k.as_ptr().cast_mut(),
+                }
+            };
+        }
+    }
     let Some(clcf) = NgxHttpCoreModule::location_conf(r.as_ref()) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     // Topics were checked to be ASCII.
     let topic = topic.to_str().unwrap_or_default();
-    match worker::produce(topic, key, &value, clcf.error_log, raw) {
-        Ok(Produced::Queued) => send_accepted(r),
+    let from = worker::From {
+        location: lcf,
+        log: clcf.error_log,
+    };
+    match worker::produce(&from, topic, key, &value, raw) {
+        Ok(Produced::Queued) => {
+            record(r, ACCEPTED, value.len() + key.map_or(0, <[u8]>::len));
+            send_accepted(r)
+        }
         Ok(Produced::Parked) => NGX_DONE as ngx_int_t,
         Err(SendError::UnknownTopic) => {
             info!(r.log(), "kafka: topic \"{topic}\" does not exist");
-            send_rejection(r, Rejection::UnknownTopic, lcf.retry_after)
+            refuse(r, lcf, Rejection::UnknownTopic)
         }
         Err(e) => {
             let rejection = match e {
@@ -186,7 +244,13 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
                 _ => format!("event to \"{topic}\" refused: {e}"),
             };
             crate::delivery::log_limited(crate::log::NGX_LOG_WARN as ngx_uint_t, r.log(), &line);
-            send_rejection(r, rejection, lcf.retry_after)
+            // The worker counted refusals of a topic it knows, under that topic.
+            if matches!(e, SendError::QueueFull | SendError::TooLarge) {
+                record(r, rejection.result(), 0);
+                send_rejection(r, rejection, lcf.retry_after)
+            } else {
+                refuse(r, lcf, rejection)
+            }
         }
     }
 }

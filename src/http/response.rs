@@ -75,6 +75,34 @@ impl Rejection {
         }
     }
 
+    /// The JSON `error` code, also the counters' `result` label.
+    pub fn code(self) -> &'static str {
+        match self {
+            Rejection::MethodNotAllowed => "method_not_allowed",
+            Rejection::EmptyBody => "empty_body",
+            Rejection::NoTopic => "no_topic",
+            Rejection::IllegalTopic => "invalid_topic",
+            Rejection::TopicNotAllowed => "topic_not_allowed",
+            Rejection::UnknownTopic => "unknown_topic",
+            Rejection::TooManyTopics => "too_many_topics",
+            Rejection::BadBody => "bad_body",
+            Rejection::TooLarge => "too_large",
+            Rejection::QueueFull => "busy",
+            Rejection::Unavailable => "unavailable",
+        }
+    }
+
+    /// The index of `code` in `crate::metrics::RESULTS`.
+    pub fn result(self) -> usize {
+        let code = self.code();
+        let i = crate::metrics::RESULTS
+            .iter()
+            .position(|r| *r == code)
+            .unwrap_or(crate::metrics::RESULTS.len() - 1);
+        debug_assert!(self.body().contains(&format!("\"{code}\"")));
+        i
+    }
+
     fn retry(self) -> bool {
         self.status() == 503
     }
@@ -109,22 +137,60 @@ pub fn send_accepted(r: &mut Request) -> ngx_int_t {
     unsafe { ngx_http_send_special(r.into(), NGX_HTTP_LAST as ngx_uint_t) }
 }
 
+const JSON: &str = "application/json";
+
 fn send_json(r: &mut Request, status: ngx_uint_t, body: &'static str) -> ngx_int_t {
-    const JSON: &str = "application/json";
+    send_static(r, status, JSON, body.as_bytes())
+}
+
+/// Sends `body`, copied into the request's pool, as the whole response.
+pub fn send_bytes(
+    r: &mut Request,
+    status: ngx_uint_t,
+    content_type: &'static str,
+    body: &[u8],
+) -> ngx_int_t {
+    if body.is_empty() {
+        return send_static(r, status, content_type, b"");
+    }
+    let copy = r.pool().alloc_unaligned(body.len()).cast::<u8>();
+    if copy.is_null() {
+        return NGX_ERROR as ngx_int_t;
+    }
+    // SAFETY: a fresh allocation of `body.len()` bytes from the request pool, which outlives
+    // the response.
+    let copy = unsafe {
+        ptr::copy_nonoverlapping(body.as_ptr(), copy, body.len());
+        core::slice::from_raw_parts(copy, body.len())
+    };
+    send_static(r, status, content_type, copy)
+}
+
+/// Sends `body`, which lives at least as long as the request, as the whole response.
+fn send_static(
+    r: &mut Request,
+    status: ngx_uint_t,
+    content_type: &'static str,
+    body: &[u8],
+) -> ngx_int_t {
     let main = r.is_main();
     let out = &mut r.as_mut().headers_out;
     out.status = status;
     out.content_type = ngx_str_t {
-        len: JSON.len(),
-        data: JSON.as_ptr().cast_mut(),
+        len: content_type.len(),
+        data: content_type.as_ptr().cast_mut(),
     };
-    out.content_type_len = JSON.len();
+    out.content_type_len = content_type.len();
     out.content_type_lowcase = ptr::null_mut();
     r.set_content_length_n(body.len());
 
     let rc = r.send_header();
     if rc == Status::NGX_ERROR || rc.0 > 0 || r.header_only() {
         return rc.0;
+    }
+    if body.is_empty() {
+        // SAFETY: a valid request on the nginx thread.
+        return unsafe { ngx_http_send_special(r.into(), NGX_HTTP_LAST as ngx_uint_t) };
     }
     let b = r.pool().calloc_type::<ngx_buf_t>();
     // SAFETY: a zeroed buffer from the request pool, pointing at static memory.

@@ -31,7 +31,12 @@ use rdkafka::client::ClientContext;
 use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 use rdkafka::types::RDKafkaRespErr;
 
-use crate::delivery::{LogRef, Report, Reports};
+use crate::conf::LocationConf;
+use crate::delivery::{LogRef, Report, Reports, Route};
+use crate::http::Rejection;
+use crate::metrics::stats::Stats;
+use crate::metrics::zone::BYTES;
+use crate::metrics::{Broker, LastError, ProducerState, WorkerGauges, ACCEPTED};
 use crate::topics::{Found, Registry, Step};
 use crate::Module;
 use queue::{Budget, MainQueue, Sink};
@@ -46,6 +51,8 @@ const EXIT_TICK_MS: ngx_msec_t = 20;
 /// this long, then purge and log what is left, within `TERMINATE_TOTAL`.
 const TERMINATE_FLUSH: Duration = Duration::from_millis(400);
 const TERMINATE_TOTAL: Duration = Duration::from_millis(1200);
+/// Readiness asks for a new topic list when the last one is older than this.
+const READY_TOPICS_MS: u64 = 5000;
 
 thread_local! {
     static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
@@ -102,6 +109,15 @@ struct Worker {
     topics: Registry<Topic, Waiter>,
     producer: BaseProducer<Context>,
     reports: Reports,
+    /// The last statistics librdkafka reported.
+    stats: Option<Stats>,
+    /// For the gauges: nginx's worker number and this process's id.
+    number: u32,
+    pid: i32,
+    /// Readiness: the topics that ingest locations name without variables, and whether
+    /// topics are looked up (auto-creation off).
+    fixed_topics: Vec<String>,
+    lookups_enabled: bool,
     flush_timeout: ngx_msec_t,
     /// When the exit flush started (reload, quit) and whether what was left got purged.
     exit: Option<Exit>,
@@ -113,16 +129,23 @@ struct Exit {
     purged: bool,
 }
 
+/// The location a message comes from: its configuration (its counters' label) and its
+/// error log (where the message's failure is logged).
+pub struct From<'a> {
+    pub location: &'a LocationConf,
+    pub log: *mut ngx_log_t,
+}
+
 /// Queues one message on this worker's producer; never blocks. A topic this worker has not
 /// used yet is looked up first: the request `r` is then parked until the answer comes.
 pub fn produce(
+    from: &From<'_>,
     topic: &str,
     key: Option<&[u8]>,
     value: &[u8],
-    log: *mut ngx_log_t,
     r: *mut ngx_http_request_t,
 ) -> Result<Produced, SendError> {
-    with_worker(|w| w.produce(topic, key, value, log, r)).unwrap_or(Err(SendError::NoProducer))
+    with_worker(|w| w.produce(from, topic, key, value, r)).unwrap_or(Err(SendError::NoProducer))
 }
 
 fn with_worker<T>(f: impl FnOnce(&mut Worker) -> T) -> Option<T> {
@@ -144,6 +167,7 @@ fn classify(error: RDKafkaRespErr) -> SendError {
 /// The events of one turn, handed to the worker's parts.
 struct Turn<'a> {
     reports: &'a mut Reports,
+    stats: &'a mut Option<Stats>,
 }
 
 impl Sink for Turn<'_> {
@@ -158,6 +182,17 @@ impl Sink for Turn<'_> {
     fn error(&mut self, fatal: bool, name: &str, reason: &str) {
         self.reports.on_error(fatal, name, reason);
     }
+
+    fn stats(&mut self, json: &[u8]) {
+        match crate::metrics::stats::parse(json) {
+            Ok(stats) => *self.stats = Some(stats),
+            Err(reason) => crate::delivery::log_limited(
+                crate::log::NGX_LOG_WARN as ngx_uint_t,
+                cycle_log(),
+                &format!("librdkafka statistics not understood: {reason}"),
+            ),
+        }
+    }
 }
 
 impl Worker {
@@ -171,22 +206,29 @@ impl Worker {
 
     fn produce(
         &mut self,
+        from: &From<'_>,
         topic: &str,
         key: Option<&[u8]>,
         value: &[u8],
-        log: *mut ngx_log_t,
         r: *mut ngx_http_request_t,
     ) -> Result<Produced, SendError> {
-        let rkt = match self.topics.handle(topic.as_bytes()) {
-            Some(t) => t.as_ptr(),
-            None => match self.new_topic(topic, r)? {
-                Some(rkt) => rkt,
-                None => return Ok(Produced::Parked),
-            },
-        };
+        if self.topics.handle(topic.as_bytes()).is_none() && !self.new_topic(topic, r)? {
+            return Ok(Produced::Parked);
+        }
+        let t = self
+            .topics
+            .handle(topic.as_bytes())
+            .ok_or(SendError::TooManyTopics)?;
+        let route = t.route(core::ptr::from_ref(from.location) as usize, || Route {
+            log: from.log,
+            set: crate::counters::topic_set(&from.location.scope, topic.as_bytes()),
+        });
+        let rkt = t.as_ptr();
+        // SAFETY: the route lives as long as the topic handle (see `Topic::route`).
+        let set = unsafe { (*route).set };
         let (key_ptr, key_len) = key.map_or((core::ptr::null(), 0), |k| (k.as_ptr(), k.len()));
         // SAFETY: a live topic handle of this producer; librdkafka copies payload and key
-        // (RD_KAFKA_MSG_F_COPY); the opaque is the location's error log, valid for the cycle.
+        // (RD_KAFKA_MSG_F_COPY); the opaque is the route, which outlives the message.
         let rc = unsafe {
             rdsys::rd_kafka_produce(
                 rkt,
@@ -196,12 +238,25 @@ impl Worker {
                 value.len(),
                 key_ptr.cast(),
                 key_len,
-                log.cast(),
+                route.cast_mut().cast(),
             )
         };
         if rc != 0 {
             // SAFETY: reads this thread's last librdkafka error.
-            return Err(classify(unsafe { rdsys::rd_kafka_last_error() }));
+            let e = classify(unsafe { rdsys::rd_kafka_last_error() });
+            let refused = match e {
+                SendError::QueueFull => Some(Rejection::QueueFull),
+                SendError::TooLarge => Some(Rejection::TooLarge),
+                _ => None,
+            };
+            if let (Some(set), Some(refused)) = (set, refused) {
+                set.add(refused.result(), 1);
+            }
+            return Err(e);
+        }
+        if let Some(set) = set {
+            set.add(ACCEPTED, 1);
+            set.add(BYTES, (value.len() + key_len) as u64);
         }
         self.reports.accepted += 1;
         if self.tick.cancelable() {
@@ -211,13 +266,9 @@ impl Worker {
         Ok(Produced::Queued)
     }
 
-    /// A topic this worker has no handle for: its handle, or `None` when the request was
-    /// parked until the cluster's topic list arrives.
-    fn new_topic(
-        &mut self,
-        topic: &str,
-        r: *mut ngx_http_request_t,
-    ) -> Result<Option<*mut rdsys::rd_kafka_topic_t>, SendError> {
+    /// A topic this worker has no handle for: true once it has one, false when the request
+    /// was parked until the cluster's topic list arrives.
+    fn new_topic(&mut self, topic: &str, r: *mut ngx_http_request_t) -> Result<bool, SendError> {
         // SAFETY: nginx's cached time, read on the worker thread.
         let now = unsafe { ngx_current_msec } as u64;
         let mut step = self.topics.step(topic.as_bytes(), now);
@@ -251,27 +302,111 @@ impl Worker {
                 }
                 // A lookup is running: an exiting worker waits for it.
                 self.tick.set_cancelable(false);
-                return Ok(None);
+                return Ok(false);
             }
         }
-        let t = self
-            .topics
-            .handle(topic.as_bytes())
-            .ok_or(SendError::TooManyTopics)?;
-        Ok(Some(t.as_ptr()))
+        Ok(true)
     }
 
     /// One event-loop turn's share of the queue; posts itself again if more is waiting.
     /// Returns the requests whose topic lookup finished, to be resumed by the caller once
     /// the worker is no longer borrowed.
     fn turn(&mut self) -> Vec<Waiter> {
+        let mut stats = None;
         let mut turn = Turn {
             reports: &mut self.reports,
+            stats: &mut stats,
         };
         if self.queue.serve(&mut turn, Budget::TURN) {
             self.more.post_next();
         }
+        if stats.is_some() {
+            self.stats = stats;
+            self.publish();
+        }
         self.topic_answers()
+    }
+
+    fn state(&self) -> ProducerState {
+        match &self.stats {
+            _ if self.exit.is_some() => ProducerState::Exiting,
+            None => ProducerState::Starting,
+            Some(s) if s.brokers.iter().any(Broker::up) => ProducerState::Up,
+            Some(_) => ProducerState::Down,
+        }
+    }
+
+    /// Publishes this worker's gauges to the metrics zone, if there is one.
+    fn publish(&self) {
+        if !crate::counters::enabled() {
+            return;
+        }
+        let stats = self.stats.clone().unwrap_or_default();
+        crate::counters::publish(&WorkerGauges {
+            worker: self.number,
+            pid: self.pid,
+            state: self.state(),
+            queue_messages: stats.msg_cnt,
+            queue_bytes: stats.msg_size,
+            queue_max_messages: stats.msg_max,
+            queue_max_bytes: stats.msg_size_max,
+            in_flight: self.in_flight(),
+            last_error: self
+                .reports
+                .last_error
+                .as_ref()
+                .map(|(name, time)| LastError {
+                    name: name.clone(),
+                    time: *time,
+                }),
+            brokers: stats.brokers,
+        });
+    }
+
+    /// Whether this worker can take events: a broker connection is up and the fixed topics
+    /// exist. Otherwise a reason code and a sentence.
+    fn readiness(&mut self) -> Result<(), (&'static str, String)> {
+        match self.state() {
+            ProducerState::Up => {}
+            ProducerState::Exiting => {
+                return Err(("exiting", "this worker is shutting down".into()));
+            }
+            ProducerState::Starting | ProducerState::Failed => {
+                return Err(("starting", "the producer has not reported yet".into()));
+            }
+            ProducerState::Down => {
+                return Err(("no_broker", "no broker connection is up".into()));
+            }
+        }
+        if !self.lookups_enabled {
+            return Ok(());
+        }
+        // SAFETY: nginx's cached time, read on the worker thread.
+        let now = unsafe { ngx_current_msec } as u64;
+        let mut stale = false;
+        let mut result = Ok(());
+        for topic in &self.fixed_topics {
+            match self.lookups.listed(topic, now) {
+                None => {
+                    stale = true;
+                    result = Err(("starting", "the topic list has not arrived yet".into()));
+                    break;
+                }
+                Some((listed, age)) => {
+                    stale |= age >= READY_TOPICS_MS;
+                    if !listed {
+                        result =
+                            Err(("unknown_topic", format!("topic \"{topic}\" does not exist")));
+                        break;
+                    }
+                }
+            }
+        }
+        if stale {
+            // The next probe gets a newer answer.
+            self.lookups.refresh();
+        }
+        result
     }
 
     /// Settles the names that waited for the cluster's topic list, once it arrived.
@@ -316,6 +451,7 @@ impl Worker {
         if unsafe { ngx_exiting } != 0 {
             self.exit_tick();
         }
+        self.publish();
         let idle = self.in_flight() == 0 && !self.lookups.pending();
         self.tick.set_cancelable(idle);
         self.tick.arm(if self.exit.is_some() && !idle {
@@ -361,8 +497,10 @@ impl Worker {
 
     /// Serves everything waiting, with no budget: only when the worker exits.
     fn serve_all(&mut self) {
+        let mut stats = None;
         let mut turn = Turn {
             reports: &mut self.reports,
+            stats: &mut stats,
         };
         self.queue.serve(&mut turn, Budget::UNBOUNDED);
     }
@@ -450,6 +588,13 @@ pub fn start(cycle: &mut ngx_cycle_t) -> Status {
                 log,
                 "kafka: producer not started: {e}"
             );
+            crate::counters::publish(&WorkerGauges {
+                // SAFETY: plain reads of nginx's process globals.
+                worker: unsafe { ngx::ffi::ngx_worker } as u32,
+                pid: unsafe { ngx::ffi::ngx_pid },
+                state: ProducerState::Failed,
+                ..WorkerGauges::default()
+            });
             return Status::NGX_OK;
         }
     };
@@ -493,11 +638,24 @@ pub fn start(cycle: &mut ngx_cycle_t) -> Status {
         topics: Registry::new(mcf.max_topics, lookups_enabled),
         producer,
         reports: Reports::default(),
+        stats: None,
+        // SAFETY: plain reads of nginx's process globals.
+        number: unsafe { ngx::ffi::ngx_worker } as u32,
+        pid: unsafe { ngx::ffi::ngx_pid },
+        fixed_topics: mcf.fixed_topics.clone(),
+        lookups_enabled,
         flush_timeout: mcf.flush_timeout,
         exit: None,
     };
     WORKER.with(|w| *w.borrow_mut() = Some(worker));
     Status::NGX_OK
+}
+
+/// Whether this worker's producer can take events, for `kafka_ready`: `Err` has a reason
+/// code and a sentence.
+pub fn readiness() -> Result<(), (&'static str, String)> {
+    with_worker(Worker::readiness)
+        .unwrap_or_else(|| Err(("no_producer", "no producer runs in this worker".into())))
 }
 
 /// Stops this worker's producer when the process exits. After a graceful exit the event loop
@@ -554,9 +712,18 @@ pub fn stop(cycle: &mut ngx_cycle_t) {
 /// same process: the old producer is stopped (flushed, what is left logged) and a new one
 /// started from the new configuration.
 pub fn reconfigure(cycle: &mut ngx_cycle_t) -> Status {
-    if WORKER.with(|w| w.borrow().is_none()) {
-        return Status::NGX_OK;
+    let running = WORKER.with(|w| w.borrow().is_some());
+    if running {
+        stop(cycle);
     }
-    stop(cycle);
-    start(cycle)
+    // The counters move to the new configuration's zone (the same one, if it is reused).
+    if crate::counters::enabled() {
+        crate::counters::stop();
+        crate::counters::start(cycle);
+    }
+    if running {
+        start(cycle)
+    } else {
+        Status::NGX_OK
+    }
 }

@@ -19,6 +19,8 @@ pub trait Sink {
     fn delivery(&mut self, report: &Report<'_>);
     fn log(&mut self, level: i32, facility: &str, message: &str);
     fn error(&mut self, fatal: bool, name: &str, reason: &str);
+    /// librdkafka's statistics, as JSON.
+    fn stats(&mut self, json: &[u8]);
 }
 
 /// How much one turn may serve.
@@ -94,6 +96,14 @@ impl MainQueue {
                     }
                     rdsys::RD_KAFKA_EVENT_LOG => log_event(ev, sink),
                     rdsys::RD_KAFKA_EVENT_ERROR => error_event(ev, sink),
+                    rdsys::RD_KAFKA_EVENT_STATS => {
+                        // SAFETY: a live statistics event; the string lives as long as it.
+                        let json = unsafe { rdsys::rd_kafka_event_stats(ev) };
+                        if !json.is_null() {
+                            // SAFETY: a NUL-terminated string of the live event.
+                            sink.stats(unsafe { CStr::from_ptr(json) }.to_bytes());
+                        }
+                    }
                     _ => {}
                 }
                 messages += 1;
@@ -156,8 +166,12 @@ fn report(m: &rdsys::rd_kafka_message_t) -> Report<'_> {
                 rdsys::rd_kafka_err2str(m.err),
             )
         };
-        format!("{} ({})", text(name), text(text_))
+        (text(name).into_owned(), text(text_))
     });
+    let (error, error_name) = match error {
+        Some((name, text_)) => (Some(format!("{name} ({text_})")), Some(name)),
+        None => (None, None),
+    };
     Report {
         // SAFETY: a delivered message's topic handle is live with its event.
         topic: text(unsafe { rdsys::rd_kafka_topic_name(m.rkt) }),
@@ -165,6 +179,7 @@ fn report(m: &rdsys::rd_kafka_message_t) -> Report<'_> {
         key: (!m.key.is_null()).then(|| bytes(m.key, m.key_len)),
         payload: bytes(m.payload, m.len),
         error,
+        error_name,
         opaque: m._private as usize,
     }
 }

@@ -3,7 +3,7 @@
 //! requests parked while it is fetched.
 
 use core::ffi::c_void;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::rc::Rc;
@@ -12,26 +12,48 @@ use std::sync::mpsc;
 use ngx::ffi::{ngx_connection_t, ngx_http_request_t, ngx_pool_cleanup_add, ngx_pool_cleanup_t};
 use rdkafka::bindings as rdsys;
 
-/// A producer topic handle, created once per topic and kept.
-pub struct Topic(*mut rdsys::rd_kafka_topic_t);
+use crate::delivery::Route;
+
+/// A producer topic handle, created once per topic and kept, with a route for each location
+/// that produces to it (the opaque of its messages: where failures are logged and counted).
+pub struct Topic {
+    rkt: *mut rdsys::rd_kafka_topic_t,
+    /// Keyed by the location's configuration address; boxed so that each stays in place.
+    routes: RefCell<Vec<(usize, Box<Route>)>>,
+}
 
 impl Topic {
     pub fn new(rk: *mut rdsys::rd_kafka_t, name: &str) -> Option<Topic> {
         let name = CString::new(name).ok()?;
         // SAFETY: a live producer; NULL configuration means the defaults.
         let rkt = unsafe { rdsys::rd_kafka_topic_new(rk, name.as_ptr(), core::ptr::null_mut()) };
-        (!rkt.is_null()).then_some(Topic(rkt))
+        (!rkt.is_null()).then(|| Topic {
+            rkt,
+            routes: RefCell::new(Vec::new()),
+        })
     }
 
     pub fn as_ptr(&self) -> *mut rdsys::rd_kafka_topic_t {
-        self.0
+        self.rkt
+    }
+
+    /// The route of messages from `location` (any value that tells locations apart), made
+    /// with `make` the first time. It lives as long as the topic handle.
+    pub fn route(&self, location: usize, make: impl FnOnce() -> Route) -> *const Route {
+        let mut routes = self.routes.borrow_mut();
+        if let Some((_, r)) = routes.iter().find(|(l, _)| *l == location) {
+            return &raw const **r;
+        }
+        routes.push((location, Box::new(make())));
+        let (_, r) = &routes[routes.len() - 1];
+        &raw const **r
     }
 }
 
 impl Drop for Topic {
     fn drop(&mut self) {
         // SAFETY: our reference, released once, before the producer is destroyed.
-        unsafe { rdsys::rd_kafka_topic_destroy(self.0) };
+        unsafe { rdsys::rd_kafka_topic_destroy(self.rkt) };
     }
 }
 
@@ -86,6 +108,13 @@ impl Lookups {
             known: HashSet::new(),
             known_at_ms: None,
         }
+    }
+
+    /// Whether the last topic list, however old, has `name`, and how old it is (ms): `None`
+    /// before the first list.
+    pub fn listed(&self, name: &str, now_ms: u64) -> Option<(bool, u64)> {
+        let at = self.known_at_ms?;
+        Some((self.known.contains(name), now_ms.saturating_sub(at)))
     }
 
     /// Whether the last topic list has `name`: `None` if it is too old to say "missing".

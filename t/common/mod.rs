@@ -662,3 +662,393 @@ pub fn established_to(port: u16) -> usize {
     }
     n
 }
+
+/// Polls `done` every 100 ms until it holds; fails the test after `timeout`.
+pub fn poll_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One GET on a fresh connection that the server closes (`Connection: close`): the body
+/// may come with a Content-Length or chunked, as servers other than nginx's `return` send it.
+pub fn get(port: u16, path: &str) -> Response {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let head_end = find(&raw, b"\r\n\r\n").expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let mut headers = HashMap::new();
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let rest = &raw[head_end + 4..];
+    let body = if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        dechunk(rest)
+    } else {
+        match headers
+            .get("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            Some(len) => rest[..len.min(rest.len())].to_vec(),
+            None => rest.to_vec(),
+        }
+    };
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = find(data, b"\r\n") {
+        let size_text = String::from_utf8_lossy(&data[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+            .expect("a chunk size");
+        data = &data[eol + 2..];
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[..size.min(data.len())]);
+        data = &data[(size + 2).min(data.len())..];
+    }
+    out
+}
+
+/// A URL query component, percent-encoded.
+pub fn url_encode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One sample of a Prometheus text exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, name: &str) -> &str {
+        self.labels.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// A Prometheus text exposition (format 0.0.4), read as Prometheus reads it.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    pub samples: Vec<Sample>,
+    /// `# TYPE` of each family.
+    pub types: HashMap<String, String>,
+}
+
+impl Exposition {
+    /// Panics, with the line, on anything that is not valid text format.
+    pub fn parse(text: &str) -> Exposition {
+        let mut out = Exposition::default();
+        for line in text.lines() {
+            let line = line.trim_end();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+                out.types.insert(name.to_string(), kind.to_string());
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            out.samples.push(parse_sample(line));
+        }
+        out
+    }
+
+    /// Samples of one metric whose labels include every `(name, value)` in `matching`.
+    pub fn find<'a>(&'a self, name: &str, matching: &[(&str, &str)]) -> Vec<&'a Sample> {
+        self.samples
+            .iter()
+            .filter(|s| s.name == name && matching.iter().all(|(k, v)| s.label(k) == *v))
+            .collect()
+    }
+
+    /// The sum of `find`'s values.
+    pub fn sum(&self, name: &str, matching: &[(&str, &str)]) -> f64 {
+        self.find(name, matching).iter().map(|s| s.value).sum()
+    }
+}
+
+fn parse_sample(line: &str) -> Sample {
+    let bad = || -> ! { panic!("not a text-format sample: {line:?}") };
+    let name_end = line.find(['{', ' ']).unwrap_or_else(|| bad());
+    let name = line[..name_end].to_string();
+    let mut labels = std::collections::BTreeMap::new();
+    let mut rest = &line[name_end..];
+    if let Some(mut l) = rest.strip_prefix('{') {
+        loop {
+            l = l.trim_start_matches([',', ' ']);
+            if let Some(after) = l.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let (key, after) = l.split_once("=\"").unwrap_or_else(|| bad());
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((i, '"')) => break i,
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, c)) => value.push(c),
+                        None => bad(),
+                    },
+                    Some((_, c)) => value.push(c),
+                    None => bad(),
+                }
+            };
+            labels.insert(key.trim().to_string(), value);
+            l = &after[end + 1..];
+        }
+    }
+    let value_text = rest.split_whitespace().next().unwrap_or_else(|| bad());
+    let value = match value_text {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().unwrap_or_else(|_| bad()),
+    };
+    Sample {
+        name,
+        labels,
+        value,
+    }
+}
+
+/// `promtool check metrics` on an exposition: (exit status 0, what it printed). promtool
+/// parses the text as Prometheus does and lints it (help texts, counter names, units).
+pub fn promtool_check(text: &str) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt: prometheus) runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let printed =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), printed)
+}
+
+/// A real Prometheus server of our own (Debian's /usr/bin/prometheus), on a free port, with
+/// its storage in a temporary directory, scraping one target every second. Dropping it
+/// stops it.
+pub struct Prometheus {
+    pub port: u16,
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+/// The `job` label Prometheus gives the target it scrapes.
+pub const PROMETHEUS_JOB: &str = "nginx";
+
+impl Prometheus {
+    /// Starts Prometheus scraping `http://127.0.0.1:{target_port}{metrics_path}`, and waits
+    /// until it is ready to answer queries.
+    pub fn start(target_port: u16, metrics_path: &str) -> Prometheus {
+        let dir = TempDir::new("prometheus");
+        let port = free_port();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: {PROMETHEUS_JOB}\n    metrics_path: '{metrics_path}'\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+        );
+        fs::write(dir.0.join("prometheus.yml"), config).unwrap();
+        let log = fs::File::create(dir.0.join("prometheus.log")).unwrap();
+        let child = Command::new(
+            std::env::var_os("PROMETHEUS_BIN").unwrap_or_else(|| "/usr/bin/prometheus".into()),
+        )
+        .arg(format!(
+            "--config.file={}",
+            dir.0.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.0.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("prometheus (apt: prometheus) starts");
+        let mut prometheus = Prometheus {
+            port,
+            child: Some(child),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = prometheus.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "prometheus exited at start ({status}):\n{}",
+                    prometheus.log()
+                );
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && get(port, "/-/ready").status == 200
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus is not ready:\n{}",
+                prometheus.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        prometheus
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// What Prometheus logged.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.0.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// A GET on Prometheus's HTTP API, as JSON; panics unless `status` is `success`.
+    pub fn api(&self, path: &str) -> serde_json::Value {
+        let r = get(self.port, path);
+        let json: serde_json::Value = serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", r.text()));
+        assert_eq!(json["status"], "success", "{path}: {json}");
+        json
+    }
+
+    /// An instant query: each series of the resulting vector, as (labels, value).
+    pub fn query(&self, promql: &str) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+        let json = self.api(&format!("/api/v1/query?query={}", url_encode(promql)));
+        let data = &json["data"];
+        let value = |v: &serde_json::Value| -> f64 {
+            v[1].as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("{promql}: odd value {v}"))
+        };
+        match data["resultType"].as_str() {
+            Some("vector") => data["result"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|series| {
+                    let labels = series["metric"]
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect();
+                    (labels, value(&series["value"]))
+                })
+                .collect(),
+            Some("scalar") => vec![(Default::default(), value(&data["result"]))],
+            other => panic!("{promql}: unexpected result type {other:?}: {json}"),
+        }
+    }
+
+    /// The value of a query that yields one series (or a scalar); `None` for an empty result.
+    pub fn query_value(&self, promql: &str) -> Option<f64> {
+        let result = self.query(promql);
+        assert!(
+            result.len() <= 1,
+            "{promql}: more than one series: {result:?}"
+        );
+        result.first().map(|(_, v)| *v)
+    }
+
+    /// The scrape target's health (`up`, `down`, `unknown`) and last scrape error.
+    pub fn target(&self) -> Option<(String, String)> {
+        let json = self.api("/api/v1/targets");
+        let target = json["data"]["activeTargets"].as_array()?.first()?.clone();
+        Some((
+            target["health"].as_str().unwrap_or_default().to_string(),
+            target["lastError"].as_str().unwrap_or_default().to_string(),
+        ))
+    }
+
+    /// Waits until Prometheus has scraped the target successfully at least once.
+    pub fn wait_for_scrape(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let target = self.target();
+            if let Some((health, error)) = &target {
+                if health == "up"
+                    && self.query_value(&format!("up{{job=\"{PROMETHEUS_JOB}\"}}")) == Some(1.0)
+                {
+                    assert!(error.is_empty(), "scrape error: {error}");
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus did not scrape the target: {target:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: signals our own child process, by its pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
