@@ -51,6 +51,10 @@ Post an event (the source document's postdata.json):
 Read it back:
   build/bin/kafka-consume --brokers $brokers --topic my-poc-topic-01 --timeout-ms 3000
 
+Metrics (Prometheus text; ?format=json for JSON) and readiness:
+  curl http://127.0.0.1:8080/metrics
+  curl -i http://127.0.0.1:8080/ready
+
 Logs: $run/logs/ (error-collector.log has any event that could not be delivered).
 Stop: make stop
 MSG

@@ -217,3 +217,54 @@ fn wrong_context() {
         r#"invalid number of arguments in "kafka_ingest" directive"#,
     );
 }
+
+#[test]
+fn metrics_directives() {
+    let metrics = "location = /metrics { kafka_metrics; } location = /ready { kafka_ready; }";
+    let (ok, out) = config_test(&conf_with(
+        "kafka_metrics_zone 2m;",
+        &format!("{INGEST} {metrics} location /j {{ kafka_metrics json; kafka_status_zone j; }}"),
+    ));
+    assert!(ok, "{out}");
+    rejects(
+        "kafka_metrics_zone 64k;",
+        &format!("{INGEST} {metrics}"),
+        r#""kafka_metrics_zone" must be at least 128k"#,
+    );
+    rejects(
+        "kafka_metrics_zone lots;",
+        INGEST,
+        r#""kafka_metrics_zone" directive invalid value"#,
+    );
+    rejects(
+        "",
+        "location = /m { kafka_metrics xml; }",
+        r#"invalid value "xml" in "kafka_metrics" directive"#,
+    );
+    rejects(
+        "",
+        "location = /m { kafka_metrics; kafka_ready; }",
+        r#""kafka_ready" directive is duplicate"#,
+    );
+    rejects(
+        "",
+        "location = /m { kafka_status_zone a; kafka_status_zone b; }",
+        r#""kafka_status_zone" directive is duplicate"#,
+    );
+    rejects(
+        "",
+        &format!("location = /m {{ kafka_status_zone {}; }}", "x".repeat(129)),
+        r#"in "kafka_status_zone" directive"#,
+    );
+    // The counters need every delivery reported; readiness needs the statistics.
+    rejects(
+        "kafka_option delivery.report.only.error true;",
+        &format!("{INGEST} {metrics}"),
+        r#""delivery.report.only.error" cannot be "true""#,
+    );
+    rejects(
+        "kafka_option statistics.interval.ms 0;",
+        &format!("{INGEST} {metrics}"),
+        r#""statistics.interval.ms" cannot be 0"#,
+    );
+}
