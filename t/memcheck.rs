@@ -68,6 +68,8 @@ fn module_under_memcheck() {
     let brokers = cluster.bootstrap_servers();
     let conf = conf_with(
         "kafka_flush_timeout 2s;\n\
+         log_format kafka '$kafka_result $kafka_topic $kafka_key $kafka_bytes';\n\
+         access_log logs/kafka.log kafka;\n\
          kafka_option message.timeout.ms 3000;\n\
          kafka_option linger.ms 5;",
         "location = /in { kafka_ingest; kafka_topic mc; kafka_key $arg_uid; }\n\
@@ -89,7 +91,9 @@ fn module_under_memcheck() {
          }\n\
          location = /proxied { mirror /kafka-mirror; proxy_pass http://127.0.0.1:{port}/ok; }\n\
          location = /ok { return 200 \"ok\"; }\n\
-         location = /kafka-mirror { internal; kafka_ingest; kafka_topic mc-mirror; }",
+         location = /kafka-mirror { internal; kafka_ingest; kafka_topic mc-mirror; }\n\
+         location = /metrics { kafka_metrics; }\n\
+         location = /ready { kafka_ready; }",
     )
     .replace("worker_processes 1;", "master_process off;");
     let (prefix, _) = Nginx::prepare(&[], &brokers);
@@ -163,6 +167,13 @@ fn module_under_memcheck() {
     }
     std::thread::sleep(Duration::from_secs(5));
     cluster.broker_up(1).unwrap();
+    // The metrics in both forms, readiness.
+    for path in ["/metrics", "/metrics?format=json", "/ready"] {
+        let r = http.request("GET", path, &[], b"");
+        assert!([200, 503].contains(&r.status), "{path}: {}", r.status);
+    }
+    let metrics = http.request("GET", "/metrics", &[], b"").text();
+    assert!(metrics.contains("nginx_kafka_requests_total"), "{metrics}");
     drop(http);
     // A reload replaces the producer; then a quit flushes.
     nginx.signal(libc::SIGHUP);
