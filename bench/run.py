@@ -9,12 +9,18 @@ what reached the broker (the topic's watermarks, plus a byte-for-byte read-back 
 broker retains). Rounds alternate the contestants; figures are medians over rounds, and
 speeds are reported as ratios to the ceiling measured in the same run.
 
-Usage: bench/run.py [--quick] [--out bench/results] [--render bench/results/RUN.json]
+In the headline cell (1 worker, postdata.json) two more contestants measure the module's
+metrics: `module+metrics`, the module with a `kafka_metrics` location in the server (so its
+counters are on), and `module+scrape`, the same with bench/scrape.py reading that location 10
+times a second during the load. --no-metrics leaves them out (a module without the directive).
+
+Usage: bench/run.py [--quick] [--no-metrics] [--out bench/results] [--render RUN.json]
 `make bench` (or `make bench QUICK=1`) installs what this needs and builds the module first.
 """
 
 import argparse
 import datetime
+import http.client
 import json
 import os
 import platform
@@ -35,6 +41,16 @@ NGINX = Path(os.environ.get("BENCH_NGINX", "/usr/sbin/nginx"))
 MODULE = Path(os.environ.get("BENCH_MODULE", REPO / "build/debian/ngx_http_kafka_module.so"))
 BIN = REPO / "build/bin"
 CONTESTANTS = ("ceiling", "module", "lua")
+# Headline cell only: the module with its counters on, unscraped and scraped. Both load /module;
+# `module` itself has no kafka_metrics anywhere, so its counters are off.
+METRICS_CONTESTANTS = ("module+metrics", "module+scrape")
+ALL_CONTESTANTS = CONTESTANTS + METRICS_CONTESTANTS
+LOCATIONS = {"module+metrics": "/module", "module+scrape": "/module"}
+METRICS_LOCATION = """        location = /metrics {
+            kafka_metrics;
+            access_log logs/metrics.log bench;
+        }"""
+SCRAPE_HZ = 10
 # The module's producer settings, as in nginx/nginx.conf; a sweep run replaces one of them.
 PRODUCER_OPTIONS = {"linger.ms": "5", "compression.type": "lz4"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -42,7 +58,7 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 class Settings:
-    """How long and how hard; --quick trades rounds for time (under 2 minutes)."""
+    """How long and how hard; --quick trades rounds for time (about 2 minutes)."""
 
     def __init__(self, quick):
         self.quick = quick
@@ -139,29 +155,47 @@ class Broker:
         return sum(int(n) for n in re.findall(r"bytes_acked:(\d+)", out))
 
 
+def write_conf(prefix, broker_port, port, workers, options=(), metrics=False):
+    """bench/nginx.conf.in filled in, in a fresh prefix; with metrics, the /metrics location."""
+    (prefix / "conf").mkdir()
+    (prefix / "logs").mkdir()
+    os.chmod(prefix, 0o755)
+    lua = (BENCH / "send2kafka.lua").read_text()
+    lua = lua.replace("@BROKER_HOST@", "127.0.0.1").replace("@BROKER_PORT@", str(broker_port))
+    (prefix / "send2kafka.lua").write_text(lua)
+    conf = (BENCH / "nginx.conf.in").read_text()
+    affinity = "worker_cpu_affinity 01;" if workers == 1 and os.cpu_count() >= 2 else ""
+    merged = dict(PRODUCER_OPTIONS, **dict(options))
+    opts = "\n".join(f"    kafka_option {k} {v};" for k, v in merged.items())
+    for name, value in (("@MODULE@", str(MODULE)), ("@WORKERS@", str(workers)),
+                        ("@AFFINITY@", affinity), ("@BROKERS@", f"127.0.0.1:{broker_port}"),
+                        ("@KAFKA_OPTIONS@", opts), ("@PORT@", str(port)),
+                        ("@PREFIX@", str(prefix)),
+                        ("@METRICS@", METRICS_LOCATION if metrics else "")):
+        conf = conf.replace(name, value)
+    (prefix / "conf/nginx.conf").write_text(conf)
+
+
+def check_metrics_config():
+    """nginx -t on the metrics contestants' configuration: a module without kafka_metrics
+    stops the bench here, not after minutes of rounds."""
+    with tempfile.TemporaryDirectory(prefix="nginx-kafka-bench-check-") as tmp:
+        write_conf(Path(tmp), free_port(), free_port(), 1, metrics=True)
+        out = subprocess.run([str(NGINX), "-t", "-p", tmp, "-c", "conf/nginx.conf",
+                              "-e", "logs/stderr.log"], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"bench: the metrics contestants' configuration fails nginx -t (a module "
+                 f"without kafka_metrics? --no-metrics leaves them out):\n{out.stderr.strip()}")
+
+
 class Nginx:
     """A fresh Debian nginx in its own prefix, our child, with the benchmark configuration."""
 
-    def __init__(self, workdir, broker, workers, options=(), tag="run"):
+    def __init__(self, workdir, broker, workers, options=(), tag="run", metrics=False):
         self.prefix = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=workdir))
-        (self.prefix / "conf").mkdir()
-        (self.prefix / "logs").mkdir()
-        os.chmod(self.prefix, 0o755)
         self.port = free_port()
         self.workers_wanted = workers
-        lua = (BENCH / "send2kafka.lua").read_text()
-        lua = lua.replace("@BROKER_HOST@", "127.0.0.1").replace("@BROKER_PORT@", str(broker.port))
-        (self.prefix / "send2kafka.lua").write_text(lua)
-        conf = (BENCH / "nginx.conf.in").read_text()
-        affinity = "worker_cpu_affinity 01;" if workers == 1 and os.cpu_count() >= 2 else ""
-        merged = dict(PRODUCER_OPTIONS, **dict(options))
-        opts = "\n".join(f"    kafka_option {k} {v};" for k, v in merged.items())
-        for name, value in (("@MODULE@", str(MODULE)), ("@WORKERS@", str(workers)),
-                            ("@AFFINITY@", affinity), ("@BROKERS@", broker.address),
-                            ("@KAFKA_OPTIONS@", opts), ("@PORT@", str(self.port)),
-                            ("@PREFIX@", str(self.prefix))):
-            conf = conf.replace(name, value)
-        (self.prefix / "conf/nginx.conf").write_text(conf)
+        write_conf(self.prefix, broker.port, self.port, workers, options, metrics)
         self.proc = subprocess.Popen(
             [str(NGINX), "-p", str(self.prefix), "-c", "conf/nginx.conf",
              "-e", "logs/stderr.log", "-g", "daemon off;"],
@@ -228,10 +262,10 @@ class Nginx:
                 self.proc.kill()
                 self.proc.wait()
 
-    def statuses(self):
+    def statuses(self, log="access.log"):
         counts = {}
         try:
-            with open(self.prefix / "logs/access.log") as f:
+            with open(self.prefix / "logs" / log) as f:
                 for line in f:
                     status = line.strip()
                     counts[status] = counts.get(status, 0) + 1
@@ -269,6 +303,60 @@ def wrk(port, path, body, topic, connections, threads, seconds, cpu=None, delay_
     return wrk_result(out.stdout, out.stderr)
 
 
+def start_scraper(port, seconds, cpu=None):
+    """bench/scrape.py on its own connection, SCRAPE_HZ a second for the load window, on
+    wrk's CPU."""
+    argv = pinned(cpu, [sys.executable, str(BENCH / "scrape.py"), "--port", str(port),
+                        "--path", "/metrics", "--rate", str(SCRAPE_HZ),
+                        "--seconds", str(seconds)])
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+
+
+def scraper_result(proc, seconds):
+    try:
+        out, err = proc.communicate(timeout=seconds + 30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    for line in out.splitlines():
+        if line.startswith("SCRAPE "):
+            return json.loads(line[7:])
+    # A scraper that died counts every scrape it owed as failed.
+    owed = int(SCRAPE_HZ * seconds)
+    return {"attempts": owed, "ok": 0, "failed": owed, "skipped": 0,
+            "reasons": {f"scraper exited {proc.returncode}: {err.strip()[-200:]}": owed}}
+
+
+def read_counters(port):
+    """The module's own counts after the load, from its endpoint, summed over locations and
+    topics: requests by result, and every other nginx_kafka_*_total counter."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        text = resp.read().decode("utf-8", "replace")
+        conn.close()
+    except (OSError, http.client.HTTPException) as e:
+        return {"error": type(e).__name__}
+    if resp.status != 200:
+        return {"error": f"status {resp.status}"}
+    totals = {}
+    for line in text.splitlines():
+        m = re.fullmatch(r"nginx_kafka_(\w+_total)(\{.*\})?\s+(\S+)(\s+-?\d+)?", line)
+        if not m:
+            continue
+        name = m.group(1)
+        if name == "requests_total":
+            result = re.search(r'result="([^"]*)"', m.group(2) or "")
+            name = f"requests_{result.group(1) if result else 'total'}"
+        try:
+            totals[name] = totals.get(name, 0) + int(float(m.group(3)))
+        except ValueError:
+            continue
+    return totals
+
+
 class Runner:
     def __init__(self, settings, workdir, bodies):
         self.s = settings
@@ -287,7 +375,7 @@ class Runner:
     def run(self, contestant, workers, body_name, seconds, options=(), delay_ms=None,
             connections=None, soak_sample=None):
         self.seq += 1
-        topic = f"bench-{self.run_id}-{self.seq}-{contestant}"
+        topic = f"bench-{self.run_id}-{self.seq}-{contestant.replace('+', '-')}"
         body = self.bodies[body_name]
         shape = self.load(workers)
         if connections:
@@ -301,13 +389,15 @@ class Runner:
 
     def measure(self, contestant, workers, body_name, body, topic, shape, seconds, options,
                 delay_ms, soak_sample):
-        nginx = Nginx(self.workdir, self.broker, workers, options, tag=contestant)
+        metrics = contestant in METRICS_CONTESTANTS
+        nginx = Nginx(self.workdir, self.broker, workers, options,
+                      tag=contestant.replace("+", "-"), metrics=metrics)
         result = {"contestant": contestant, "workers": workers, "body": body_name,
                   "body_bytes": body.stat().st_size, "topic": topic,
                   "connections": shape["connections"], "options": dict(options)}
         try:
             result["rss_kb_start"] = nginx.rss_kb()
-            path = f"/{contestant}"
+            path = LOCATIONS.get(contestant, f"/{contestant}")
             wrk(nginx.port, path, body, topic, shape["connections"], shape["threads"],
                 self.s.warmup, shape["cpu"], delay_ms)
             result["rss_kb_before"] = nginx.rss_kb()
@@ -317,13 +407,23 @@ class Runner:
             if soak_sample:
                 w = self.soak_wrk(nginx, path, body, topic, shape, seconds, soak_sample, samples)
             else:
-                w = wrk(nginx.port, path, body, topic, shape["connections"], shape["threads"],
-                        seconds, shape["cpu"], delay_ms)
+                scraper = (start_scraper(nginx.port, seconds, shape["cpu"])
+                           if contestant == "module+scrape" else None)
+                try:
+                    w = wrk(nginx.port, path, body, topic, shape["connections"],
+                            shape["threads"], seconds, shape["cpu"], delay_ms)
+                finally:
+                    if scraper:
+                        result["scrape"] = scraper_result(scraper, seconds)
             cpu1 = nginx.cpu_seconds()
             result["rss_kb_after"] = nginx.rss_kb()
             sent_after = self.broker.bytes_received()
             if samples:
                 result["rss_kb_samples"] = samples
+            if metrics:
+                # After the measured window: the module's own count, to hold against the
+                # access log's below.
+                result["counters"] = read_counters(nginx.port)
         finally:
             nginx.quit()
         requests = w["requests"]
@@ -345,7 +445,11 @@ class Runner:
             "answered": sum(statuses.values()),
             "answered_2xx": sum(n for s, n in statuses.items() if s.startswith("2")),
         })
-        if sent_before is not None and sent_after is not None and contestant == "module":
+        if metrics:
+            # The scraper's GETs and the read above, as nginx logged them.
+            result["metrics_log"] = nginx.statuses("metrics.log")
+        if (sent_before is not None and sent_after is not None
+                and contestant.startswith("module")):
             result["broker_bytes_per_event"] = round((sent_after - sent_before)
                                                      / max(requests, 1), 1)
         errors = nginx.error_log()
@@ -370,10 +474,14 @@ class Runner:
         result["fatal_lines"] = [line for line in errors.splitlines()
                                  if "[alert]" in line or "[crit]" in line][:5]
         nginx.remove()
-        log(f"{contestant:7} w={workers} {body_name:9} {result['rps']:>9.0f} req/s "
+        log(f"{contestant:14} w={workers} {body_name:9} {result['rps']:>9.0f} req/s "
             f"p50 {result['p50_ms']:.2f} ms p99 {result['p99_ms']:.2f} ms "
             f"cpu {result['cpu_ms_per_10k']} ms/10k 2xx {result['answered_2xx']} "
-            f"delivered {result['delivered']} rss {result['rss_kb_after']} kB")
+            f"delivered {result['delivered']} rss {result['rss_kb_after']} kB"
+            + (f" scrapes {result['scrape']['ok']} ok {result['scrape']['failed']} failed"
+               if "scrape" in result else "")
+            + (f" counted {result['counters'].get('requests_accepted')} accepted"
+               if "counters" in result else ""))
         return result
 
     def soak_wrk(self, nginx, path, body, topic, shape, seconds, every, samples):
@@ -396,16 +504,27 @@ def median(values):
     return round(statistics.median(values), 3) if values else None
 
 
+def spread(values):
+    """The bench's noise estimate: half the range across rounds, relative to the median
+    (0.03 reads ±3 %). None with fewer than two rounds."""
+    values = [v for v in values if v]
+    if len(values) < 2:
+        return None
+    return round((max(values) - min(values)) / 2 / statistics.median(values), 3)
+
+
 def summarize(results):
     """Medians per contestant over rounds; counts summed."""
     out = {}
-    for c in CONTESTANTS:
+    for c in ALL_CONTESTANTS:
         rs = [r for r in results if r["contestant"] == c]
         if not rs:
             continue
         out[c] = {
             "rounds": len(rs),
             "rps": median([r["rps"] for r in rs]),
+            "rps_spread": spread([r["rps"] for r in rs]),
+            "per_core_spread": spread([r["rps_per_core"] for r in rs]),
             "p50_ms": median([r["p50_ms"] for r in rs]),
             "p99_ms": median([r["p99_ms"] for r in rs]),
             "cpu_ms_per_10k": median([r["cpu_ms_per_10k"] for r in rs]),
@@ -428,6 +547,20 @@ def summarize(results):
         if c == "lua":
             out[c]["error_handler_lines"] = sum(r["lua_error_handler_lines"] for r in rs)
             out[c]["timer_aborts"] = sum(r["lua_aborted_lines"] for r in rs)
+        if c in METRICS_CONTESTANTS:
+            counted = [r.get("counters", {}).get("requests_accepted") for r in rs]
+            out[c]["counted_accepted"] = (None if None in counted else sum(counted))
+        scrapes = [r["scrape"] for r in rs if "scrape" in r]
+        if scrapes:
+            out[c]["scrapes"] = {k: sum(x.get(k, 0) for x in scrapes)
+                                 for k in ("attempts", "ok", "failed", "skipped")}
+            reasons = {}
+            for x in scrapes:
+                for why, n in x.get("reasons", {}).items():
+                    reasons[why] = reasons.get(why, 0) + n
+            out[c]["scrapes"]["reasons"] = reasons
+            out[c]["scrapes"]["p50_ms"] = median([x.get("p50_ms") for x in scrapes])
+            out[c]["scrapes"]["max_ms"] = max((x.get("max_ms") or 0) for x in scrapes)
     if "ceiling" in out and out["ceiling"]["rps"]:
         for c in out:
             out[c]["rps_vs_ceiling"] = round(out[c]["rps"] / out["ceiling"]["rps"], 3)
@@ -436,6 +569,45 @@ def summarize(results):
                     out[c]["rps_per_core"] / out["ceiling"]["rps_per_core"], 3)
             if out["ceiling"]["p99_ms"]:
                 out[c]["p99_vs_ceiling"] = round(out[c]["p99_ms"] / out["ceiling"]["p99_ms"], 3)
+    m = out.get("module")
+    for c in METRICS_CONTESTANTS:
+        if m and c in out and m["rps"]:
+            out[c]["rps_vs_module"] = round(out[c]["rps"] / m["rps"], 3)
+            if out[c]["rps_per_core"] and m["rps_per_core"]:
+                out[c]["per_core_vs_module"] = round(out[c]["rps_per_core"] / m["rps_per_core"],
+                                                     3)
+    return out
+
+
+def metrics_verdicts(summary):
+    """The metrics issue's two requirements, from the headline cell: (a) with counters on,
+    the ingest path costs at most 2 % more than with them off (req/s per worker CPU-second,
+    module+metrics / module); (b) scraping under load moves the served req/s by no more than
+    noise (module+scrape / module+metrics, against the larger of the two spreads). Both are
+    judged on the ratios as printed, to two decimals: what one reads is what was judged."""
+    m = summary.get("module")
+    on = summary.get("module+metrics")
+    scraped = summary.get("module+scrape")
+    out = {}
+    if m and on and m["rps_per_core"] and on["rps_per_core"]:
+        ratio = on["rps_per_core"] / m["rps_per_core"]
+        out["counters_on_vs_off"] = {
+            "measure": "req/s per worker CPU-second, module+metrics / module",
+            "ratio": round(ratio, 3), "served_ratio": round(on["rps"] / m["rps"], 3),
+            "within_2pct": round(ratio, 2) >= 0.98}
+    if on and scraped and on["rps"]:
+        ratio = scraped["rps"] / on["rps"]
+        spreads = [on.get("rps_spread"), scraped.get("rps_spread")]
+        noise = None if None in spreads else max(spreads)
+        per_core = (scraped["rps_per_core"] / on["rps_per_core"]
+                    if scraped["rps_per_core"] and on["rps_per_core"] else None)
+        out["scrape_vs_not"] = {
+            "measure": "req/s served, module+scrape / module+metrics",
+            "ratio": round(ratio, 3),
+            "per_core_ratio": round(per_core, 3) if per_core else None,
+            "noise": noise,
+            "within_noise": (None if noise is None
+                             else abs(round(ratio, 2) - 1) <= round(noise, 2) + 1e-9)}
     return out
 
 
@@ -488,6 +660,37 @@ def goals(summary_1w, paced, soak, rss_bound_kb):
         g["delivered_equals_answered_2xx"] = {
             "goal": "delivered == answered 2xx", "value": [m["delivered"], m["answered_2xx"]],
             "met": m["delivered"] == m["answered_2xx"]}
+    extra = [c for c in METRICS_CONTESTANTS if summary_1w.get(c)]
+    if extra:
+        g["metrics_delivered_equals_answered_2xx"] = {
+            "goal": "delivered == answered 2xx, with counters on and scraped",
+            "value": {c: [summary_1w[c]["delivered"], summary_1w[c]["answered_2xx"]]
+                      for c in extra},
+            "met": all(summary_1w[c]["delivered"] == summary_1w[c]["answered_2xx"]
+                       for c in extra)}
+        counted = {c: [summary_1w[c].get("counted_accepted"), summary_1w[c]["answered_2xx"]]
+                   for c in extra}
+        g["metrics_counters_equal_access_log"] = {
+            "goal": "the module's accepted count == answered 2xx (access log)",
+            "value": counted, "met": all(a == b for a, b in counted.values())}
+    scraped = summary_1w.get("module+scrape")
+    if scraped and scraped.get("scrapes"):
+        sc = scraped["scrapes"]
+        g["metrics_scrapes_answered"] = {
+            "goal": f"every scrape answered 200 with Prometheus text ({SCRAPE_HZ}/s under load)",
+            "value": {"ok": sc["ok"], "failed": sc["failed"], "skipped": sc["skipped"]},
+            "met": sc["failed"] == 0 and sc["ok"] > 0}
+    v = metrics_verdicts(summary_1w)
+    if "counters_on_vs_off" in v:
+        a = v["counters_on_vs_off"]
+        g["metrics_counters_on_cost_within_2pct"] = {
+            "goal": ">= 0.98 (req/s per worker CPU-second, counters on / off)",
+            "value": a["ratio"], "met": a["within_2pct"]}
+    if "scrape_vs_not" in v:
+        b = v["scrape_vs_not"]
+        g["metrics_scrape_within_noise"] = {
+            "goal": "|1 - req/s scraped / not scraped| <= noise (spread across rounds)",
+            "value": {"ratio": b["ratio"], "noise": b["noise"]}, "met": b["within_noise"]}
     if paced.get("ceiling") and paced.get("module") and paced["ceiling"]["p99_ms"]:
         ratio = paced["module"]["p99_ms"] / paced["ceiling"]["p99_ms"]
         g["p99_vs_ceiling_at_half_load"] = {
@@ -503,6 +706,70 @@ def goals(summary_1w, paced, soak, rss_bound_kb):
                       "max_kb": max(later) if later else None, "growth_kb": growth},
             "met": flat and (max(later) if later else 0) <= rss_bound_kb}
     return g
+
+
+def metrics_markdown(report):
+    """The headline cell's metrics contestants against `module` (counters off), and the
+    verdicts on the metrics issue's two requirements."""
+    headline = next((cell["summary"] for cell in report["cells"]
+                     if cell["workers"] == 1 and cell["body"] == "postdata"), {})
+    if not any(headline.get(c) for c in METRICS_CONTESTANTS):
+        return []
+
+    def pm(x):
+        return "—" if x is None else f"±{x * 100:.1f} %"
+
+    lines = ["", "Metrics counters (1 worker, postdata.json): `module` has them off; "
+             "`module+metrics` has a `location = /metrics { kafka_metrics; }` beside its ingest "
+             f"location, so they are on; `module+scrape` too, with a scraper GETting /metrics "
+             f"{SCRAPE_HZ} times a second on its own connection during the load. ± is the "
+             "spread across rounds (half the range, relative to the median), the noise "
+             "estimate.", "",
+             "| contestant | req/s | × ceiling | × module | ± | req/s per worker core "
+             "| × ceiling | × module | ± | p99 ms | answered 2xx | in Kafka "
+             "| counted accepted | scrapes ok / failed |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in ("module",) + METRICS_CONTESTANTS:
+        s = headline.get(c)
+        if not s:
+            continue
+        sc = s.get("scrapes")
+        counted = s.get("counted_accepted")
+        lines.append(
+            f"| {c} | {s['rps']:,.0f} | {s.get('rps_vs_ceiling', 0):.2f} "
+            f"| {s.get('rps_vs_module', 1):.2f} | {pm(s.get('rps_spread'))} "
+            f"| {s['rps_per_core'] or 0:,.0f} | {s.get('per_core_vs_ceiling', 0):.2f} "
+            f"| {s.get('per_core_vs_module', 1):.2f} | {pm(s.get('per_core_spread'))} "
+            f"| {s['p99_ms']:.2f} | {s['answered_2xx']:,} | {s['delivered']:,} "
+            f"| {'—' if counted is None else format(counted, ',')} "
+            f"| {'—' if not sc else format(sc['ok'], ',') + ' / ' + format(sc['failed'], ',')} |")
+    v = metrics_verdicts(headline)
+    lines.append("")
+    a, b = v.get("counters_on_vs_off"), v.get("scrape_vs_not")
+    if a:
+        lines.append(f"- counters on vs off: {a['ratio']:.2f} "
+                     f"(within 2%: {'yes' if a['within_2pct'] else 'no'})")
+    if b:
+        if b["noise"] is None:
+            judged = "±?: not judged, one round has no spread"
+        else:
+            judged = f"±{b['noise']:.2f}: {'yes' if b['within_noise'] else 'no'}"
+        lines.append(f"- scraping under load vs not: {b['ratio']:.2f} (noise {judged})")
+    lines.append("")
+    lines.append("Counters on vs off compares the cost per request (req/s per worker "
+                 "CPU-second, module+metrics / module"
+                 + (f"; served req/s: {a['served_ratio']:.2f}" if a else "")
+                 + "); scraping vs not compares the served req/s (module+scrape / "
+                 "module+metrics"
+                 + (f"; per worker CPU-second: {b['per_core_ratio']:.2f}"
+                    if b and b.get("per_core_ratio") else "")
+                 + ") against the larger spread of the two.")
+    scraped = headline.get("module+scrape", {}).get("scrapes")
+    if scraped and (scraped["failed"] or scraped["skipped"]):
+        why = ", ".join(f"{k}: {n}" for k, n in scraped["reasons"].items()) or "—"
+        lines.append(f"Scrapes failed: {scraped['failed']} ({why}); ticks skipped (the "
+                     f"scraper fell behind): {scraped['skipped']}.")
+    return lines
 
 
 def markdown(report):
@@ -523,7 +790,7 @@ def markdown(report):
                  "| worker RSS kB |")
     lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for cell in report["cells"]:
-        for c in CONTESTANTS:
+        for c in ALL_CONTESTANTS:
             s = cell["summary"].get(c)
             if not s:
                 continue
@@ -534,8 +801,8 @@ def markdown(report):
                 f"| {s['cpu_ms_per_10k']:.0f} | {s['answered_2xx']:,} "
                 f"| {'—' if c == 'ceiling' else format(s['delivered'], ',')} "
                 f"| {s['rss_kb']:,.0f} |")
-    checked = [(cell, cell["summary"]["module"]) for cell in report["cells"]
-               if cell["summary"].get("module")]
+    checked = [(cell, cell["summary"][c]) for cell in report["cells"]
+               for c in ("module",) + METRICS_CONTESTANTS if cell["summary"].get(c)]
     if checked:
         def total(key):
             return sum(m.get(key, 0) for _, m in checked)
@@ -544,6 +811,7 @@ def markdown(report):
                      f"held {total('retained'):,} at the end of each run (it drops its oldest), "
                      f"read back: {total('verified'):,} byte-equal to the body posted, "
                      f"{total('verified_different'):,} different.")
+    lines += metrics_markdown(report)
     lua = report.get("lua")
     if lua:
         lines.append("")
@@ -595,8 +863,9 @@ def markdown(report):
     lines.append("Goals (reported, not asserted):")
     lines.append("")
     for name, g in report["goals"].items():
-        lines.append(f"- {name}: {g['value']} (goal {g['goal']}): "
-                     f"{'met' if g['met'] else 'NOT met'}")
+        met = ("not judged (one round: no spread)" if g["met"] is None
+               else "met" if g["met"] else "NOT met")
+        lines.append(f"- {name}: {g['value']} (goal {g['goal']}): {met}")
     return "\n".join(lines) + "\n"
 
 
@@ -685,7 +954,10 @@ def render(path, out_dir):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds (< 2 min)")
+    ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds (about 2 min)")
+    ap.add_argument("--no-metrics", action="store_true",
+                    help="leave out module+metrics and module+scrape (a module without "
+                         "kafka_metrics)")
     ap.add_argument("--out", default=str(BENCH / "results"))
     ap.add_argument("--render", metavar="JSON", help="only render a saved run again")
     args = ap.parse_args()
@@ -699,6 +971,8 @@ def main():
     if not shutil.which("wrk"):
         sys.exit("bench: wrk is missing (make bench installs it)")
 
+    if not args.no_metrics:
+        check_metrics_config()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="nginx-kafka-bench-"))
@@ -710,13 +984,21 @@ def main():
     results, paced_results, sweep, soak = [], [], [], None
     cells = [(1, "postdata"), (1, "2kb"), (os.cpu_count() or 1, "postdata"),
              (os.cpu_count() or 1, "2kb")]
+    extra = () if args.no_metrics else METRICS_CONTESTANTS
+
+    def contestants(cell):
+        # The metrics contestants alternate with the others in the headline cell's rounds.
+        return CONTESTANTS + extra if cell == (1, "postdata") else CONTESTANTS
+
     try:
         log(f"{len(cells)} cells x {len(CONTESTANTS)} contestants x {s.rounds} round(s), "
-            f"{s.duration} s each")
+            f"{s.duration} s each" + (f"; {', '.join(extra)} too in the headline cell"
+                                      if extra else ""))
         for rnd in range(s.rounds):
             for workers, body in cells:
-                k = (rnd + cells.index((workers, body))) % len(CONTESTANTS)
-                for c in CONTESTANTS[k:] + CONTESTANTS[:k]:
+                names = contestants((workers, body))
+                k = (rnd + cells.index((workers, body))) % len(names)
+                for c in names[k:] + names[:k]:
                     r = runner.run(c, workers, body, s.duration)
                     r["round"] = rnd + 1
                     results.append(r)
@@ -783,7 +1065,8 @@ def main():
         "settings": {"rounds": s.rounds, "warmup_s": s.warmup, "duration_s": s.duration,
                      "paced_rounds": s.paced_rounds, "paced_duration_s": s.paced_duration,
                      "soak_s": s.soak, "load_1_worker": runner.load(1),
-                     "load_auto": runner.load(2), "module_options": PRODUCER_OPTIONS},
+                     "load_auto": runner.load(2), "module_options": PRODUCER_OPTIONS,
+                     "metrics_contestants": list(extra), "scrape_hz": SCRAPE_HZ},
         "cells": [],
     }
     for workers, body in cells:
@@ -791,8 +1074,10 @@ def main():
         report["cells"].append({"workers": workers, "workers_label": label(workers),
                                 "body": body, "summary": summarize(rs)})
     report["headline"] = headline
-    for c in CONTESTANTS:
-        report[c] = headline.get(c)
+    for c in ALL_CONTESTANTS:
+        if c in CONTESTANTS or c in headline:
+            report[c] = headline.get(c)
+    report["metrics"] = metrics_verdicts(headline)
     report["paced_target_rps"] = round(target)
     report["paced"] = summarize(paced_results)
     report["sweep"] = sweep
