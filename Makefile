@@ -52,7 +52,7 @@ test-debian:
 	  $(CARGO) test --$(PROFILE) --test debian_nginx -- --include-ignored
 	NGINX_BIN=/usr/sbin/nginx NGINX_MODULE=$(CURDIR)/$(OUT)/debian/ngx_http_kafka_module.so \
 	  NGINX_ERROR_LOG_LEVEL=debug $(CARGO) test --$(PROFILE) --no-fail-fast \
-	  --test ingest --test outage --test exit --test subrequest --test topics -- \
+	  --test ingest --test outage --test exit --test subrequest --test topics --test metrics -- \
 	  --skip mass_expiry
 
 # The benchmark (bench/run.py): Debian's nginx with this module and the original Lua

@@ -34,7 +34,10 @@ impl SetRef {
 
 struct Counters {
     zone: Zone,
+    /// This worker's gauge block: claimed at start, or, while the workers of a reload's
+    /// old configuration hold every block, at the first publication after one is free.
     worker: Option<WorkerHandle>,
+    pid: i32,
     /// Each location's `topic=""` set.
     locations: HashMap<Vec<u8>, SetRef>,
     /// Topic sets per location: `kafka_max_topics`.
@@ -58,17 +61,10 @@ pub fn start(cycle: &mut ngx_cycle_t) {
     };
     // SAFETY: plain reads of nginx's process globals.
     let (pid, number) = unsafe { (ngx::ffi::ngx_pid, ngx::ffi::ngx_worker as u32) };
-    let worker = zone.claim_worker(pid, alive);
-    if worker.is_none() {
-        crate::delivery::log_limited(
-            crate::log::NGX_LOG_WARN as ngx_uint_t,
-            cycle.log,
-            "\"kafka_metrics_zone\" has no gauge block left for this worker",
-        );
-    }
     let counters = Counters {
         zone,
-        worker,
+        worker: None,
+        pid,
         locations: HashMap::new(),
         cap: mcf.max_topics,
     };
@@ -96,7 +92,22 @@ pub fn enabled() -> bool {
 /// Publishes this worker's gauges.
 pub fn publish(gauges: &WorkerGauges) {
     COUNTERS.with(|c| {
-        if let Some(w) = c.borrow().as_ref().and_then(|c| c.worker.as_ref()) {
+        let mut c = c.borrow_mut();
+        let Some(c) = c.as_mut() else {
+            return;
+        };
+        if c.worker.is_none() {
+            c.worker = c.zone.claim_worker(c.pid, alive);
+            if c.worker.is_none() {
+                crate::delivery::log_limited(
+                    crate::log::NGX_LOG_WARN as ngx_uint_t,
+                    // SAFETY: `ngx_cycle` is the current cycle on the worker thread.
+                    unsafe { (*ngx::ffi::ngx_cycle).log },
+                    "\"kafka_metrics_zone\" has no gauge block free for this worker yet",
+                );
+            }
+        }
+        if let Some(w) = &c.worker {
             w.publish(gauges);
         }
     });

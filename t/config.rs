@@ -227,9 +227,9 @@ fn metrics_directives() {
     ));
     assert!(ok, "{out}");
     rejects(
-        "kafka_metrics_zone 64k;",
+        "kafka_metrics_zone 128k;",
         &format!("{INGEST} {metrics}"),
-        r#""kafka_metrics_zone" must be at least 128k"#,
+        r#""kafka_metrics_zone" must be at least 256k"#,
     );
     rejects(
         "kafka_metrics_zone lots;",

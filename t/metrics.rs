@@ -1,7 +1,8 @@
 //! Metrics and health: `kafka_metrics` (Prometheus text, checked by promtool and scraped by a
-//! real Prometheus; JSON), counters in the shared zone across workers and reloads, a full
-//! zone, `kafka_ready` following the broker, and the `$kafka_*` variables in an access log.
-//! Every count is checked against what the test sent and what a consumer read back.
+//! real Prometheus; JSON), counters in the shared zone across workers and reloads (under
+//! load too), a full zone, the topic cap, label escaping, every worker's gauges, `kafka_ready`
+//! following the broker and the topics, and the `$kafka_*` variables in an access log. Every
+//! count is checked against what the test sent and what a consumer read back.
 
 mod common;
 
@@ -23,6 +24,27 @@ fn cluster(topics: &[(&str, i32)]) -> (Cluster, String) {
     }
     let brokers = cluster.bootstrap_servers();
     (cluster, brokers)
+}
+
+/// Creates many topics at once. Each mock-cluster command waits for the cluster's thread (about
+/// a quarter of a second, measured), which serves the commands queued meanwhile together:
+/// 600 topics one by one take minutes, from 60 threads a few seconds.
+fn create_topics(cluster: &Cluster, names: &[String]) {
+    struct Shared<'a>(&'a Cluster);
+    // SAFETY: a mock-cluster command is an op sent to the cluster's own thread and answered
+    // on a reply queue (librdkafka's rd_kafka_mock_cluster_cmd): callable from any thread.
+    unsafe impl Sync for Shared<'_> {}
+    let shared = Shared(cluster);
+    let shared = &shared;
+    std::thread::scope(|scope| {
+        for chunk in names.chunks(names.len().div_ceil(60).max(1)) {
+            scope.spawn(move || {
+                for name in chunk {
+                    shared.0.create_topic(name, 1, 1).unwrap();
+                }
+            });
+        }
+    });
 }
 
 /// `conf_with`, with `workers` worker processes.
@@ -84,6 +106,16 @@ fn expect(entries: &[(&str, &str, &str, u64)]) -> Requests {
         .map(|(l, t, r, n)| ((l.to_string(), t.to_string(), r.to_string()), *n))
         .collect()
 }
+
+/// A refusal to provoke: method, path, headers, body, the status expected, how many times.
+type Refusal<'a> = (
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    &'a [u8],
+    u16,
+    usize,
+);
 
 /// A chunked POST: nginx's `client_max_body_size` check of a chunked body happens while the
 /// module reads it, so the module answers (and counts) `413 too_large`.
@@ -175,7 +207,7 @@ fn prometheus_scrapes_the_counts() {
 
     // Refusals, a different number of each so that none can pass for another.
     let mut http = Http::connect(port);
-    let refusals: &[(&str, &str, &[(&str, &str)], &[u8], u16, usize)] = &[
+    let refusals: &[Refusal] = &[
         ("GET", "/orders", &[], b"", 405, 1),
         ("POST", "/orders", &[], b"", 400, 2),
         (
@@ -361,11 +393,14 @@ fn prometheus_scrapes_the_counts() {
         "failed_total has a series per set: {failed_series:?}"
     );
 
-    // The zone: the default size, the sets counted, no overflow.
-    assert_eq!(
-        prometheus.query_value("nginx_kafka_zone_size_bytes"),
-        Some(1048576.0),
-        "kafka_metrics_zone defaults to 1m"
+    // The zone: its size, the sets counted, no overflow.
+    // The zone's usable bytes: the default 1m less nginx's slab pool header (a page or two).
+    let size = prometheus
+        .query_value("nginx_kafka_zone_size_bytes")
+        .unwrap();
+    assert!(
+        (1048576.0 - 16384.0..=1048576.0).contains(&size),
+        "kafka_metrics_zone defaults to 1m: {size}"
     );
     let used = prometheus
         .query_value("nginx_kafka_zone_slots_used")
@@ -553,6 +588,93 @@ fn counters_survive_reload() {
     }
 }
 
+/// Under load from several clients, across two reloads (old workers flushing while new ones
+/// count): every `204` is counted once as accepted, and once as delivered.
+#[test]
+fn counts_under_load_across_reloads() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let (_cluster, brokers) = cluster(&[("load-m", 3)]);
+    let conf = conf_workers(
+        2,
+        "keepalive_requests 100000;",
+        "location = /in { kafka_ingest; kafka_topic load-m; }\n\
+         location = /metrics { kafka_metrics; }",
+    );
+    let nginx = Nginx::start_conf(&conf, &brokers);
+    let port = nginx.port;
+    let stop = AtomicBool::new(false);
+    let answered = AtomicU64::new(0);
+    let refused = AtomicU64::new(0);
+    // Requests whose connection broke: nginx closes idle keep-alive connections of an exiting
+    // worker, so these were almost surely not taken, but the test cannot know.
+    let broken = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for c in 0..3 {
+            let (stop, answered, refused, broken) = (&stop, &answered, &refused, &broken);
+            scope.spawn(move || {
+                // A connection that breaks (its worker exiting) is replaced.
+                let mut http = None;
+                for n in 0..100_000u32 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let body = format!("{{\"client\":{c},\"seq\":{n}}}");
+                    let conn = http.get_or_insert_with(|| Http::connect(port));
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        conn.request("POST", "/in", &[], body.as_bytes()).status
+                    }));
+                    match result {
+                        Ok(204) => {
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(_) => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            broken.fetch_add(1, Ordering::Relaxed);
+                            http = None;
+                        }
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        for _ in 0..2 {
+            nginx.reload();
+            std::thread::sleep(Duration::from_millis(700));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let answered = answered.load(Ordering::Relaxed);
+    assert!(answered >= 300, "enough load to mean something: {answered}");
+    assert_eq!(refused.load(Ordering::Relaxed), 0);
+
+    let broken = broken.load(Ordering::Relaxed);
+    let set = [("location", "/in"), ("topic", "load-m")];
+    let mut e = Exposition::default();
+    poll_until("the deliveries to be counted", SETTLE, || {
+        e = scrape(&nginx, "/metrics");
+        let accepted = e.sum(
+            "nginx_kafka_requests_total",
+            &[set[0], set[1], ("result", "accepted")],
+        );
+        accepted >= answered as f64 && e.sum("nginx_kafka_delivered_total", &set) == accepted
+    });
+    let requests = requests_of(&e);
+    let accepted = requests
+        .get(&("/in".into(), "load-m".into(), "accepted".into()))
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(requests.len(), 1, "accepted only: {requests:?}");
+    assert!(
+        (answered..=answered + broken).contains(&accepted),
+        "every 204 counted once: {accepted} counted, {answered} answered, {broken} broken"
+    );
+    assert_eq!(e.sum("nginx_kafka_failed_total", &set), 0.0);
+    let in_kafka = consume(&brokers, "load-m", accepted as usize, IDLE).len() as u64;
+    assert_eq!(in_kafka, accepted, "Kafka has each counted event once");
+}
+
 /// Events accepted while the broker is down and then timed out count as failed, and the
 /// worker shows when its last delivery error happened.
 #[test]
@@ -588,9 +710,14 @@ fn failed_and_last_error() {
     }
     let set = [("location", "/in"), ("topic", "fail-m")];
     let mut e = Exposition::default();
-    poll_until("the failures to be counted", SETTLE, || {
+    // The counters move at once; the last error comes with the worker's gauges, published
+    // with each statistics interval.
+    poll_until("the failures and the last error", SETTLE, || {
         e = scrape(&nginx, "/metrics");
         e.sum("nginx_kafka_failed_total", &set) >= 10.0
+            && !e
+                .find("nginx_kafka_last_delivery_error_timestamp_seconds", &[])
+                .is_empty()
     });
     let accepted = e.sum(
         "nginx_kafka_requests_total",
@@ -640,28 +767,31 @@ fn zone_full_goes_to_other() {
     let brokers = cluster.bootstrap_servers();
     let conf = conf_workers(
         2,
-        "kafka_metrics_zone 128k;\nkafka_max_topics 100000;\nkeepalive_requests 100000;",
+        "kafka_metrics_zone 256k;\nkafka_max_topics 100000;\nkeepalive_requests 100000;",
         "location = /in { kafka_ingest; kafka_topic $arg_t; kafka_allowed_topics t.*; }\n\
          location = /metrics { kafka_metrics; }",
     );
     let nginx = Nginx::start_conf(&conf, &brokers);
     let e = scrape(&nginx, "/metrics");
-    assert_eq!(e.sum("nginx_kafka_zone_size_bytes", &[]), 131072.0);
+    let size = e.sum("nginx_kafka_zone_size_bytes", &[]);
+    assert!(
+        (262144.0 - 16384.0..=262144.0).contains(&size),
+        "256k: {size}"
+    );
     let slots = e.sum("nginx_kafka_zone_slots", &[]) as usize;
     assert!(
         (1..4000).contains(&slots),
-        "a 128k zone holds a bounded number of sets: {slots}"
+        "a 256k zone holds a bounded number of sets: {slots}"
     );
     // More topics than sets, whatever a set costs.
     let topics = (slots + 100).max(600);
-    for i in 0..topics {
-        cluster.create_topic(&format!("t.{i:05}"), 1, 1).unwrap();
-    }
+    let names: Vec<String> = (0..topics).map(|i| format!("t.{i:05}")).collect();
+    create_topics(&cluster, &names);
 
     let mut http = [Http::connect(nginx.port), Http::connect(nginx.port)];
-    for i in 0..topics {
-        let r = http[i % 2].request("POST", &format!("/in?t=t.{i:05}"), &[], b"{\"z\":1}");
-        assert_eq!(r.status, 204, "t.{i:05}: {}", r.text());
+    for (i, name) in names.iter().enumerate() {
+        let r = http[i % 2].request("POST", &format!("/in?t={name}"), &[], b"{\"z\":1}");
+        assert_eq!(r.status, 204, "{name}: {}", r.text());
     }
 
     let mut e = Exposition::default();
@@ -772,6 +902,32 @@ fn topics_past_the_cap_are_other() {
             .collect(),
         "the first two topics by name, the rest as other"
     );
+    assert_eq!(
+        e.sum("nginx_kafka_delivered_total", &[("topic", "other")]),
+        2.0
+    );
+
+    // A worker past its own cap refuses the topic; the refusal is counted too.
+    let r = conns[0].post("/in", "c.3", b"{}");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("too_many_topics"), "{}", r.text());
+    let e = scrape(&nginx, "/metrics");
+    let refused = e.find(
+        "nginx_kafka_requests_total",
+        &[("location", "/in"), ("result", "too_many_topics")],
+    );
+    assert_eq!(
+        refused.iter().map(|s| s.value).sum::<f64>(),
+        1.0,
+        "{refused:?}"
+    );
+    // The worker refuses before it looks the topic up, so the topic is not named.
+    assert!(
+        refused
+            .iter()
+            .all(|s| ["", "other"].contains(&s.label("topic"))),
+        "{refused:?}"
+    );
 }
 
 /// The readiness answer of one fresh connection: (status, JSON body).
@@ -857,7 +1013,7 @@ fn readiness_follows_the_broker() {
 }
 
 /// A fixed topic the cluster does not have makes the worker not ready (`unknown_topic`)
-/// until the topic is created.
+/// until the topic is created. No `kafka_metrics` here: readiness works without the zone.
 #[test]
 fn readiness_needs_the_fixed_topics() {
     let (cluster, brokers) = cluster(&[("ready-here", 1)]);
@@ -943,59 +1099,154 @@ fn variables_in_access_log() {
             .status,
     );
 
+    // nginx writes `-` for a variable without a value and nothing for an empty one: both are
+    // read as empty here.
     let mut lines: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     poll_until("eleven access-log lines", Duration::from_secs(10), || {
         lines = nginx
             .log("kafka.log")
             .lines()
-            .map(|l| l.split('|').map(str::to_string).collect::<Vec<_>>())
+            .map(|l| {
+                l.split('|')
+                    .map(|f| if f == "-" { "" } else { f }.to_string())
+                    .collect::<Vec<_>>()
+            })
             .filter_map(|f| Some((f[0].parse().ok()?, f)))
             .collect();
         lines.len() == 11
     });
-    let field = |n: u32, i: usize| lines[&n][i].clone();
-    // n → (result, topic or None when not checked, status); bytes are 0 for every refusal.
+    let whole = nginx.log("kafka.log");
+    let fields = |n: u32| lines[&n][1..].to_vec();
+    assert_eq!(
+        fields(1),
+        ["accepted", "v-a", "user-1", "11", "204"],
+        "value and key bytes:\n{whole}"
+    );
+    assert_eq!(
+        fields(2),
+        ["accepted", "v-a", "", "7", "204"],
+        "no key:\n{whole}"
+    );
+    // n → (result, topic or None when not checked, status); no bytes queued for a refusal.
     let expected: &[(u32, &str, Option<&str>, u16)] = &[
         (3, "method_not_allowed", None, 405),
         (4, "empty_body", Some("v-a"), 400),
-        (5, "no_topic", Some("-"), 400),
+        (5, "no_topic", Some(""), 400),
         (6, "invalid_topic", Some("v-a b"), 400),
         (7, "topic_not_allowed", Some("secret"), 403),
         (8, "unknown_topic", Some("v-missing"), 404),
         (9, "too_large", Some("v-a"), 413),
     ];
-    let whole = nginx.log("kafka.log");
-    assert_eq!(
-        lines[&1][1..],
-        ["accepted", "v-a", "user-1", "11", "204"],
-        "value and key bytes:\n{whole}"
-    );
-    assert_eq!(
-        lines[&2][1..],
-        ["accepted", "v-a", "-", "7", "204"],
-        "no key:\n{whole}"
-    );
     for (n, result, topic, status) in expected {
+        let f = fields(*n);
         assert_eq!(statuses[n], *status, "request {n}");
-        assert_eq!(field(*n, 1), *result, "request {n}:\n{whole}");
+        assert_eq!(f[0], *result, "request {n}:\n{whole}");
         if let Some(topic) = topic {
-            assert_eq!(field(*n, 2), *topic, "request {n}:\n{whole}");
+            assert_eq!(f[1], *topic, "request {n}:\n{whole}");
         }
-        assert_eq!(field(*n, 4), "0", "request {n}: no bytes queued:\n{whole}");
-        assert_eq!(field(*n, 5), status.to_string(), "request {n}");
+        assert_eq!(f[3], "0", "request {n}: no bytes queued:\n{whole}");
+        assert_eq!(f[4], status.to_string(), "request {n}");
     }
-    // Requests that never reached the Kafka step have no result.
+    // Requests that never reached the Kafka step have no result: one nginx refused before
+    // the module ran, one to a location without kafka_ingest.
     assert_eq!(statuses[&10], 413);
     assert_eq!(
-        (field(10, 1), field(10, 5)),
-        ("-".into(), "413".into()),
+        (fields(10)[0].as_str(), fields(10)[4].as_str()),
+        ("", "413"),
         "{whole}"
     );
-    assert_eq!(lines[&11][1..3], ["-", "-"], "{whole}");
+    assert_eq!(fields(11)[..2], ["", ""], "{whole}");
 
     let records = consume(&brokers, "v-a", 2, IDLE);
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].key.as_deref(), Some(&b"user-1"[..]));
     assert_eq!(records[0].value, b"hello");
     assert_eq!(records[1].value, b"{\"x\":1}");
+}
+
+/// Location names are written as nginx read them: a regex location's backslash, and a
+/// `kafka_status_zone` with a quote and a backslash, are escaped in both forms.
+#[test]
+fn label_values_are_escaped() {
+    let (_cluster, brokers) = cluster(&[("esc", 1)]);
+    let conf = conf_with(
+        "",
+        "location ~ ^/rx/\\d+$ { kafka_ingest; kafka_topic esc; }\n\
+         location = /q { kafka_ingest; kafka_topic esc; kafka_status_zone \"a\\\"b\\\\c\"; }\n\
+         location = /metrics { kafka_metrics; }",
+    );
+    let nginx = Nginx::start_conf(&conf, &brokers);
+    assert_eq!(post(nginx.port, "/rx/12", "", b"x").status, 204);
+    assert_eq!(post(nginx.port, "/q", "", b"x").status, 204);
+    let (regex, zone) = (r"^/rx/\d+$", r#"a"b\c"#);
+    let mut text = String::new();
+    poll_until("the deliveries to be counted", SETTLE, || {
+        text = get(nginx.port, "/metrics").text();
+        Exposition::parse(&text).sum("nginx_kafka_delivered_total", &[]) == 2.0
+    });
+    assert_eq!(promtool_check(&text), (true, String::new()), "{text}");
+    assert!(
+        text.contains(r#"location="^/rx/\\d+$""#) && text.contains(r#"location="a\"b\\c""#),
+        "{text}"
+    );
+    assert_eq!(
+        requests_of(&Exposition::parse(&text)),
+        expect(&[(regex, "esc", "accepted", 1), (zone, "esc", "accepted", 1)])
+    );
+    let json = scrape_json(&nginx, "/metrics?format=json");
+    assert_eq!(json["locations"][regex]["esc"]["delivered"], 1, "{json}");
+    assert_eq!(json["locations"][zone]["esc"]["delivered"], 1, "{json}");
+}
+
+/// Every worker publishes its gauges, also after a reload: the new workers start while the
+/// old ones still hold their gauge blocks, and nginx may run many workers
+/// (`worker_processes auto` on a large host).
+#[test]
+fn every_worker_has_gauges_after_a_reload() {
+    let (_cluster, brokers) = cluster(&[("w", 1)]);
+    let workers = 40;
+    let conf = conf_workers(
+        workers,
+        "",
+        "location = /in { kafka_ingest; kafka_topic w; }\n\
+         location = /metrics { kafka_metrics; }",
+    );
+    let nginx = Nginx::start_conf(&conf, &brokers);
+    let shown = |nginx: &Nginx| -> (BTreeSet<String>, BTreeSet<String>) {
+        let e = scrape(nginx, "/metrics");
+        let pids = e
+            .find("nginx_kafka_producer_up", &[])
+            .iter()
+            .map(|s| s.label("pid").to_string())
+            .collect();
+        let live = nginx.workers().iter().map(|p| p.to_string()).collect();
+        (pids, live)
+    };
+    let mut last = Default::default();
+    poll_until("every worker's gauges", SETTLE, || {
+        last = shown(&nginx);
+        last.0 == last.1
+    });
+    nginx.reload();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        last = shown(&nginx);
+        if last.0 == last.1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after a reload, gauges of {} of {} workers; log:\n{}",
+            last.0.intersection(&last.1).count(),
+            last.1.len(),
+            nginx
+                .log("error.log")
+                .lines()
+                .filter(|l| l.contains("kafka_metrics_zone"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(last.1.len(), workers);
 }

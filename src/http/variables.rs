@@ -1,7 +1,7 @@
 //! The `$kafka_*` variables, for `access_log`, `map` and friends:
 //!
-//! - `$kafka_result`: `accepted`, or the error code the client got (empty before the Kafka
-//!   step ends, or outside an ingest location);
+//! - `$kafka_result`: `accepted`, or the error code the client got (not found before the
+//!   Kafka step ends, or outside an ingest location);
 //! - `$kafka_topic`: the request's topic; before the content phase (`limit_req`, `map` in a
 //!   rewrite) it is evaluated from `kafka_topic` on the spot;
 //! - `$kafka_key`: the message key, if one was set;
@@ -87,7 +87,7 @@ unsafe extern "C" fn get_result(
     let (_, v, ctx) = unsafe { parts(r, v) };
     match ctx.and_then(|c| c.result.checked_sub(1)) {
         Some(i) => found(v, RESULTS[i].as_bytes()),
-        None => found(v, b""),
+        None => not_found(v),
     }
 }
 

@@ -30,8 +30,9 @@ use super::{
 /// Bumped whenever the layout changes: a zone with another layout is laid out anew.
 const MAGIC: u64 = 0x6b61_666b_615f_7a01;
 
-/// Worker gauge blocks: enough for the workers of a reload's old and new configurations.
-pub const WORKER_SLOTS: usize = 32;
+/// Worker gauge blocks: enough for the workers of a reload's old and new configurations,
+/// up to 32 workers. A worker that finds none free claims one once an old worker exits.
+pub const WORKER_SLOTS: usize = 64;
 /// The longest location name (`kafka_status_zone`) and topic a set's key holds.
 pub const LOCATION_MAX: usize = 128;
 pub const TOPIC_MAX: usize = 249;
@@ -41,7 +42,7 @@ const BROKER_NAME_MAX: usize = 64;
 const STATE_MAX: usize = 32;
 const ERROR_MAX: usize = 48;
 /// The smallest zone that holds the header and a useful number of sets.
-pub const MIN_SIZE: usize = 128 * 1024;
+pub const MIN_SIZE: usize = 256 * 1024;
 
 /// Counters of a set, after the request results (indexed like `RESULTS`).
 pub const BYTES: usize = RESULTS.len();
