@@ -9,10 +9,10 @@ use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_enum_t, ngx_conf_set_enum_slot, ngx_conf_set_msec_slot,
     ngx_conf_set_num_slot, ngx_conf_set_sec_slot, ngx_conf_set_size_slot, ngx_conf_t,
-    ngx_http_complex_value_t, ngx_http_set_complex_value_slot, ngx_int_t, ngx_msec_t,
-    ngx_shm_zone_t, ngx_str_t, ngx_uint_t, time_t, NGX_CONF_1MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
-    NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    ngx_http_complex_value_t, ngx_http_request_t, ngx_http_set_complex_value_slot, ngx_int_t,
+    ngx_msec_t, ngx_shm_zone_t, ngx_str_t, ngx_uint_t, time_t, NGX_CONF_1MORE, NGX_CONF_NOARGS,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
@@ -414,15 +414,25 @@ extern "C" fn set_metrics(
             _ => return invalid_value(cf, &format),
         };
     }
+    install(cf, crate::http::metrics_handler, |mcf| mcf.metrics = true)
+}
+
+/// Makes `handler` the location's content handler (once), and notes it in the main
+/// configuration with `note`.
+fn install(
+    cf: &mut ngx_conf_t,
+    handler: unsafe extern "C" fn(*mut ngx_http_request_t) -> ngx_int_t,
+    note: impl FnOnce(&mut MainConf),
+) -> *mut c_char {
     let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) else {
         return NGX_CONF_ERROR;
     };
     if clcf.handler.is_some() {
         return c"is duplicate".as_ptr().cast_mut();
     }
-    clcf.handler = Some(crate::http::metrics_handler);
+    clcf.handler = Some(handler);
     if let Some(mcf) = Module::main_conf_mut(cf) {
-        mcf.metrics = true;
+        note(mcf);
     }
     NGX_CONF_OK
 }
@@ -433,18 +443,9 @@ extern "C" fn set_ready(
     _conf: *mut c_void,
 ) -> *mut c_char {
     // SAFETY: nginx passes the parser state.
-    let cf = unsafe { &mut *cf };
-    let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) else {
-        return NGX_CONF_ERROR;
-    };
-    if clcf.handler.is_some() {
-        return c"is duplicate".as_ptr().cast_mut();
-    }
-    clcf.handler = Some(crate::http::ready_handler);
-    if let Some(mcf) = Module::main_conf_mut(cf) {
-        mcf.ready = true;
-    }
-    NGX_CONF_OK
+    install(unsafe { &mut *cf }, crate::http::ready_handler, |mcf| {
+        mcf.ready = true
+    })
 }
 
 extern "C" fn set_status_zone(
