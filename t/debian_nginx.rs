@@ -97,6 +97,7 @@ fn benchmark_config_on_debian_nginx() {
             "kafka_option linger.ms 5; kafka_option compression.type lz4;",
         )
         .replace("@PORT@", "{port}")
+        .replace("@METRICS@", "location = /metrics { kafka_metrics; }")
         .replace("@PREFIX@/send2kafka.lua", "conf/send2kafka.lua");
     assert!(!conf.contains('@'), "every placeholder is filled:\n{conf}");
     let lua = std::fs::read_to_string(repo().join("bench/send2kafka.lua")).unwrap();
@@ -128,6 +129,17 @@ fn benchmark_config_on_debian_nginx() {
     let records = consume(&brokers, "bench-test", 2, Duration::from_secs(3));
     let from_module: Vec<_> = records.iter().filter(|r| r.value == body).collect();
     assert_eq!(from_module.len(), 1, "{}", nginx.logs());
+
+    // The `module+metrics` contestants' endpoint counts the module's event.
+    let metrics = Http::connect(nginx.port)
+        .request("GET", "/metrics", &[], b"")
+        .text();
+    assert!(
+        metrics.contains(
+            r#"nginx_kafka_requests_total{location="/module",topic="bench-test",result="accepted"} 1"#
+        ),
+        "{metrics}"
+    );
 }
 
 /// Finding: Debian's nginx is built `--with-debug`; with `error_log ... debug` it logs the
