@@ -14,6 +14,9 @@ pub mod failure_line;
 #[path = "../../src/repeats.rs"]
 pub mod repeats;
 
+#[path = "../../src/metrics/mod.rs"]
+pub mod metrics;
+
 /// `src/properties.rs` needs librdkafka; only `is_broker_address` is copied out (build.rs).
 pub mod properties {
     include!(concat!(env!("OUT_DIR"), "/is_broker_address.rs"));
