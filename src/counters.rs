@@ -47,7 +47,8 @@ struct Counters {
 /// Whether a process with this pid still runs.
 fn alive(pid: i32) -> bool {
     // SAFETY: a signal-0 probe; no signal is sent.
-    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() != libc::ESRCH }
+    let sent = unsafe { libc::kill(pid, 0) } == 0;
+    sent || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Attaches this process to the zone, if the configuration has one, and claims its gauge

@@ -56,8 +56,9 @@ pub const OTHER: &[u8] = b"other";
 const EMPTY: u32 = 0;
 const WRITING: u32 = 1;
 const READY: u32 = 2;
-/// How long a reader waits for another process to finish writing a slot's key.
-const SPINS: u32 = 1 << 20;
+/// How long a reader waits for another process to finish writing a slot's key: half spins,
+/// half yields of the processor.
+const SPINS: u32 = 1 << 16;
 
 #[repr(C)]
 struct Header {
@@ -327,9 +328,18 @@ impl Zone {
             }
             let mut spins = 0;
             while state == WRITING && spins < SPINS {
-                core::hint::spin_loop();
+                if spins < SPINS / 2 {
+                    core::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
                 spins += 1;
                 state = slot.state.load(Ordering::Acquire);
+            }
+            if state == WRITING {
+                // Another process is placing a set here and has not finished: it may be this
+                // very key, so probing on could place it twice. Count in the overflow set.
+                return None;
             }
             if state == READY
                 && slot.hash.load(Ordering::Relaxed) == hash
@@ -352,6 +362,10 @@ impl Zone {
     /// The set for `topic` under `location`, which has at most `cap` topic sets; past it, the
     /// location's `topic="other"` set.
     pub fn topic(&self, location: &[u8], topic: &[u8], cap: usize) -> (&Slot, Placement) {
+        // A placed set is used whatever the count says: racing workers may hold places.
+        if let Some(slot) = self.find(location, topic) {
+            return (slot, Placement::Own);
+        }
         let (base, placed) = self.location(location);
         if placed == Placement::Full {
             return (base, placed);
@@ -384,6 +398,8 @@ impl Zone {
 
     /// An existing set, without placing one.
     fn find(&self, location: &[u8], topic: &[u8]) -> Option<&Slot> {
+        let location = &location[..location.len().min(LOCATION_MAX)];
+        let topic = &topic[..topic.len().min(TOPIC_MAX)];
         let hash = fnv1a(location, topic);
         let probes = self.n - 1;
         let start = hash as usize % probes;
@@ -589,7 +605,8 @@ impl WorkerHandle {
             d.brokers_len += 1;
         }
         let slot = self.slot();
-        let seq = slot.seq.load(Ordering::Relaxed);
+        // Even, even if a previous owner died halfway through a write.
+        let seq = slot.seq.load(Ordering::Relaxed) & !1;
         slot.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
         core::sync::atomic::fence(Ordering::Release);
         // SAFETY: this worker alone writes its block; readers detect the overlap by `seq`.
@@ -691,6 +708,34 @@ mod tests {
             .counters
             .iter()
             .any(|c| c.location == "/a" && c.topic == "other" && c.requests[0] == 1));
+    }
+
+    #[test]
+    fn long_names_keep_their_sets_at_the_cap() {
+        let mut m = Mem::new(MIN_SIZE);
+        let z = m.zone();
+        let long = vec![b'l'; LOCATION_MAX + 10];
+        assert_eq!(z.topic(&long, b"t1", 1).1, Placement::Own);
+        // At the cap, the placed set is found again, not counted as "other".
+        assert_eq!(z.topic(&long, b"t1", 1).1, Placement::Own);
+        assert_eq!(z.topic(&long, b"t2", 1).1, Placement::Other);
+    }
+
+    #[test]
+    fn a_gauge_block_left_mid_write_is_published_again() {
+        let mut m = Mem::new(MIN_SIZE);
+        let z = m.zone();
+        let w = z.claim_worker(7, |_| true).unwrap();
+        // The previous owner died halfway through a write: the sequence number is odd.
+        w.slot().seq.store(5, Ordering::Relaxed);
+        w.publish(&WorkerGauges {
+            pid: 7,
+            in_flight: 3,
+            ..WorkerGauges::default()
+        });
+        let s = z.snapshot("k", |_| true);
+        assert_eq!(s.workers.len(), 1);
+        assert_eq!(s.workers[0].in_flight, 3);
     }
 
     #[test]
