@@ -1250,3 +1250,28 @@ fn every_worker_has_gauges_after_a_reload() {
     }
     assert_eq!(last.1.len(), workers);
 }
+
+/// The endpoints refuse writes (405); readiness without a producer (no ingest location
+/// in the configuration) says so.
+#[test]
+fn endpoints_refuse_writes_and_readiness_needs_a_producer() {
+    let conf = conf_with(
+        "",
+        "location = /metrics { kafka_metrics; }\n\
+         location = /ready { kafka_ready; }",
+    );
+    let nginx = Nginx::start_conf(&conf, "127.0.0.1:9");
+    let mut http = Http::connect(nginx.port);
+    for path in ["/metrics", "/ready"] {
+        let r = http.request("POST", path, &[], b"x");
+        assert_eq!(r.status, 405, "{path}: {}", r.text());
+    }
+    let (status, body) = ready(nginx.port);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["reason"], "no_producer", "{body}");
+    // Counters with nothing counted yet: a zone, no sets, valid for promtool.
+    let text = get(nginx.port, "/metrics").text();
+    assert!(text.contains("nginx_kafka_zone_slots{"), "{text}");
+    let (ok, said) = promtool_check(&text);
+    assert!(ok && said.trim().is_empty(), "{said}\n{text}");
+}

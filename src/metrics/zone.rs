@@ -176,6 +176,13 @@ fn fnv1a(location: &[u8], topic: &[u8]) -> u32 {
     h
 }
 
+/// A key as a set holds it (each part cut to its bound), and its hash.
+fn key<'a>(location: &'a [u8], topic: &'a [u8]) -> (&'a [u8], &'a [u8], u32) {
+    let location = &location[..location.len().min(LOCATION_MAX)];
+    let topic = &topic[..topic.len().min(TOPIC_MAX)];
+    (location, topic, fnv1a(location, topic))
+}
+
 fn put(dst: &mut [u8], len: &mut u32, src: &[u8]) {
     let mut n = src.len().min(dst.len());
     // Cut at a character boundary: the text is shown as UTF-8.
@@ -299,15 +306,18 @@ impl Zone {
         self.slot(0)
     }
 
-    /// The set for `(location, topic)`, placed if new; `None` when the zone is full.
-    fn find_or_place(&self, location: &[u8], topic: &[u8]) -> Option<(&Slot, bool)> {
-        let location = &location[..location.len().min(LOCATION_MAX)];
-        let topic = &topic[..topic.len().min(TOPIC_MAX)];
-        let hash = fnv1a(location, topic);
+    /// The slots a key with `hash` may be in, in probing order (slot 0, the overflow set,
+    /// is never probed).
+    fn probe(&self, hash: u32) -> impl Iterator<Item = &Slot> {
         let probes = self.n - 1;
         let start = hash as usize % probes;
-        for step in 0..probes {
-            let slot = self.slot(1 + (start + step) % probes);
+        (0..probes).map(move |step| self.slot(1 + (start + step) % probes))
+    }
+
+    /// The set for `(location, topic)`, placed if new; `None` when the zone is full.
+    fn find_or_place(&self, location: &[u8], topic: &[u8]) -> Option<(&Slot, bool)> {
+        let (location, topic, hash) = key(location, topic);
+        for slot in self.probe(hash) {
             let mut state = slot.state.load(Ordering::Acquire);
             if state == EMPTY {
                 match slot.state.compare_exchange(
@@ -398,13 +408,8 @@ impl Zone {
 
     /// An existing set, without placing one.
     fn find(&self, location: &[u8], topic: &[u8]) -> Option<&Slot> {
-        let location = &location[..location.len().min(LOCATION_MAX)];
-        let topic = &topic[..topic.len().min(TOPIC_MAX)];
-        let hash = fnv1a(location, topic);
-        let probes = self.n - 1;
-        let start = hash as usize % probes;
-        for step in 0..probes {
-            let slot = self.slot(1 + (start + step) % probes);
+        let (location, topic, hash) = key(location, topic);
+        for slot in self.probe(hash) {
             match slot.state.load(Ordering::Acquire) {
                 EMPTY => return None,
                 READY

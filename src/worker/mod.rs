@@ -212,13 +212,17 @@ impl Worker {
         value: &[u8],
         r: *mut ngx_http_request_t,
     ) -> Result<Produced, SendError> {
-        if self.topics.handle(topic.as_bytes()).is_none() && !self.new_topic(topic, r)? {
-            return Ok(Produced::Parked);
-        }
-        let t = self
-            .topics
-            .handle(topic.as_bytes())
-            .ok_or(SendError::TooManyTopics)?;
+        let t = match self.topics.handle(topic.as_bytes()) {
+            Some(t) => t,
+            None => {
+                if !self.new_topic(topic, r)? {
+                    return Ok(Produced::Parked);
+                }
+                self.topics
+                    .handle(topic.as_bytes())
+                    .ok_or(SendError::TooManyTopics)?
+            }
+        };
         let route = t.route(core::ptr::from_ref(from.location) as usize, || Route {
             log: from.log,
             set: crate::counters::topic_set(&from.location.scope, topic.as_bytes()),
