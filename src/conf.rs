@@ -53,6 +53,26 @@ pub struct MainConf {
     metrics_size: usize,
     /// Topics that ingest locations name without variables: readiness needs them to exist.
     pub fixed_topics: Vec<String>,
+    /// `kafka_spool`.
+    pub spool: Option<SpoolConf>,
+    /// Whether a location uses `kafka_delivery durable` or `acked`.
+    pub durable: bool,
+    pub acked: bool,
+}
+
+/// `kafka_spool path [max_size=size] [fsync=time|off] [replay_rate=number]
+/// [dead_letter_after=time]`.
+#[derive(Clone, Debug)]
+pub struct SpoolConf {
+    pub path: std::path::PathBuf,
+    /// The directory's size cap, in bytes, shared by every worker that writes to it.
+    pub max_size: u64,
+    /// How often written files are synced to storage; `None`: never (the page cache only).
+    pub fsync: Option<ngx_msec_t>,
+    /// Events per second one worker replays.
+    pub replay_rate: u32,
+    /// How long a record may wait for its topic to exist before it is dead-lettered.
+    pub dead_letter_after: ngx_msec_t,
 }
 
 impl MainConf {
@@ -60,14 +80,22 @@ impl MainConf {
         properties::producer_config(
             self.brokers.as_deref().unwrap_or_default(),
             &self.options,
-            !self.metrics_zone.is_null(),
+            self.success_reports(),
             self.statistics(),
         )
     }
 
-    /// Whether the producer reports statistics: for the metrics' gauges and readiness.
+    /// Whether the producer reports deliveries, not only failures: for the counters, the
+    /// journal and replay (which must know what was acknowledged), and `acked` locations.
+    pub fn success_reports(&self) -> bool {
+        !self.metrics_zone.is_null() || self.spool.is_some() || self.acked
+    }
+
+    /// Whether the producer reports statistics: for the metrics' gauges, readiness, and
+    /// replay (which waits for a broker to be up).
     pub fn statistics(&self) -> bool {
-        (self.metrics || self.ready) && self.option("statistics.interval.ms") != Some("0")
+        (self.metrics || self.ready || self.spool.is_some())
+            && self.option("statistics.interval.ms") != Some("0")
     }
 
     fn option(&self, name: &str) -> Option<&str> {
@@ -92,6 +120,9 @@ impl Default for MainConf {
             metrics_zone: ptr::null_mut(),
             metrics_size: UNSET_SIZE,
             fixed_topics: Vec::new(),
+            spool: None,
+            durable: false,
+            acked: false,
         }
     }
 }
@@ -113,6 +144,37 @@ pub struct LocationConf {
     pub scope: Vec<u8>,
     /// `kafka_metrics`'s format.
     pub metrics_format: ngx_uint_t,
+    /// `kafka_delivery`: when the client is answered.
+    pub delivery: ngx_uint_t,
+    /// `kafka_ack_timeout`: how long an `acked` request waits for the broker.
+    pub ack_timeout: ngx_msec_t,
+    /// `kafka_header` pairs: a level that has any does not inherit the enclosing level's.
+    pub headers: Option<Vec<Header>>,
+}
+
+/// One `kafka_header`: a record header's name and its value, evaluated per request.
+#[derive(Clone)]
+pub struct Header {
+    pub name: Vec<u8>,
+    pub value: *mut ngx_http_complex_value_t,
+}
+
+impl Header {
+    pub fn value(&self) -> &ngx_http_complex_value_t {
+        // SAFETY: compiled by `set_header` for the configuration's lifetime, never null.
+        unsafe { &*self.value }
+    }
+}
+
+/// `kafka_delivery`'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Answered once the producer took the event.
+    Queued,
+    /// Answered once the event is in this worker's journal file.
+    Durable,
+    /// Answered once the broker acknowledged the event.
+    Acked,
 }
 
 impl Default for LocationConf {
@@ -128,6 +190,9 @@ impl Default for LocationConf {
             status_zone: None,
             scope: Vec::new(),
             metrics_format: METRICS_PROMETHEUS,
+            delivery: UNSET_UINT,
+            ack_timeout: UNSET_MSEC,
+            headers: None,
         }
     }
 }
@@ -141,6 +206,14 @@ impl LocationConf {
     pub fn key(&self) -> Option<&ngx_http_complex_value_t> {
         // SAFETY: as for `topic`.
         unsafe { self.key.as_ref() }
+    }
+
+    pub fn delivery(&self) -> Delivery {
+        match self.delivery {
+            DELIVERY_DURABLE => Delivery::Durable,
+            DELIVERY_ACKED => Delivery::Acked,
+            _ => Delivery::Queued,
+        }
     }
 
     pub fn value_format(&self) -> ValueFormat {
@@ -173,13 +246,39 @@ static mut VALUE_FORMATS: [ngx_conf_enum_t; 3] = [
     },
 ];
 
+const DELIVERY_QUEUED: ngx_uint_t = 0;
+const DELIVERY_DURABLE: ngx_uint_t = 1;
+const DELIVERY_ACKED: ngx_uint_t = 2;
+
+static mut DELIVERIES: [ngx_conf_enum_t; 4] = [
+    ngx_conf_enum_t {
+        name: ngx_string!("queued"),
+        value: DELIVERY_QUEUED,
+    },
+    ngx_conf_enum_t {
+        name: ngx_string!("durable"),
+        value: DELIVERY_DURABLE,
+    },
+    ngx_conf_enum_t {
+        name: ngx_string!("acked"),
+        value: DELIVERY_ACKED,
+    },
+    ngx_conf_enum_t {
+        name: ngx_str_t {
+            len: 0,
+            data: ptr::null_mut(),
+        },
+        value: 0,
+    },
+];
+
 pub const METRICS_PROMETHEUS: ngx_uint_t = 0;
 pub const METRICS_JSON: ngx_uint_t = 1;
 
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
 /// The directive table.
-pub static mut COMMANDS: [ngx_command_t; 15] = [
+pub static mut COMMANDS: [ngx_command_t; 19] = [
     ngx_command_t {
         name: ngx_string!("kafka_brokers"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
@@ -289,6 +388,38 @@ pub static mut COMMANDS: [ngx_command_t; 15] = [
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
         set: Some(set_ready),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_delivery"),
+        type_: (ANY_LEVEL | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_delivery),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocationConf, delivery),
+        post: addr_of_mut!(DELIVERIES) as *mut c_void,
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_ack_timeout"),
+        type_: (ANY_LEVEL | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_conf_set_msec_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocationConf, ack_timeout),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_header"),
+        type_: (ANY_LEVEL | NGX_CONF_TAKE2) as ngx_uint_t,
+        set: Some(set_header),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_spool"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(set_spool),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
     },
@@ -488,6 +619,167 @@ extern "C" fn set_allowed_topics(
     NGX_CONF_OK
 }
 
+/// `kafka_delivery`: nginx's enum slot, and a note in the main configuration, read before
+/// locations are merged (the producer's properties depend on it).
+extern "C" fn set_delivery(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx's own slot, with the arguments nginx passed.
+    let rc = unsafe { ngx_conf_set_enum_slot(cf, cmd, conf) };
+    if rc != NGX_CONF_OK {
+        return rc;
+    }
+    // SAFETY: nginx passes the parser state and this module's location configuration.
+    let (cf, lcf) = unsafe { (&mut *cf, &*conf.cast::<LocationConf>()) };
+    let delivery = lcf.delivery();
+    if let Some(mcf) = Module::main_conf_mut(cf) {
+        match delivery {
+            Delivery::Durable => mcf.durable = true,
+            Delivery::Acked => mcf.acked = true,
+            Delivery::Queued => {}
+        }
+    }
+    NGX_CONF_OK
+}
+
+extern "C" fn set_header(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the parser state and this module's location configuration.
+    let (cf, lcf) = unsafe { (&mut *cf, &mut *conf.cast::<LocationConf>()) };
+    let (name, mut value) = (args(cf)[1], args(cf)[2]);
+    // A token, as HTTP header names are: the failure line and the tools split at `=`.
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    if name.is_empty() || name.len > 255 || !name.as_bytes().iter().all(token) {
+        return invalid_value(cf, &name);
+    }
+    let headers = lcf.headers.get_or_insert_with(Vec::new);
+    if headers.iter().any(|h| h.name == name.as_bytes()) {
+        let name = text(&name).into_owned();
+        return emerg(
+            cf,
+            format_args!("duplicate header \"{name}\" in \"kafka_header\" directive"),
+        );
+    }
+    // SAFETY: a complex value allocated from the configuration pool, compiled below.
+    let cv = unsafe {
+        ngx::ffi::ngx_pcalloc(cf.pool, size_of::<ngx_http_complex_value_t>())
+            .cast::<ngx_http_complex_value_t>()
+    };
+    if cv.is_null() {
+        return NGX_CONF_ERROR;
+    }
+    // SAFETY: zeroed is the compiler's initial state; it reads `cf`, `value` and writes `cv`.
+    let rc = unsafe {
+        let mut ccv: ngx::ffi::ngx_http_compile_complex_value_t = core::mem::zeroed();
+        ccv.cf = cf;
+        ccv.value = &mut value;
+        ccv.complex_value = cv;
+        ngx::ffi::ngx_http_compile_complex_value(&mut ccv)
+    };
+    if rc != ngx::ffi::NGX_OK as ngx_int_t {
+        return NGX_CONF_ERROR;
+    }
+    headers.push(Header {
+        name: name.as_bytes().to_vec(),
+        value: cv,
+    });
+    NGX_CONF_OK
+}
+
+extern "C" fn set_spool(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the parser state and this module's main configuration.
+    let (cf, mcf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
+    if mcf.spool.is_some() {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    let mut path = args(cf)[1];
+    // Relative to nginx's prefix, as nginx's own paths are.
+    // SAFETY: the cycle being configured; the full name is allocated from its pool.
+    if unsafe { ngx::ffi::ngx_conf_full_name(cf.cycle, &mut path, 0) } != ngx::ffi::NGX_OK as ngx_int_t {
+        return NGX_CONF_ERROR;
+    }
+    let path = std::path::PathBuf::from(text(&path).into_owned());
+    let mut spool = SpoolConf {
+        path,
+        max_size: 1 << 30,
+        fsync: Some(1000),
+        replay_rate: 10_000,
+        dead_letter_after: 3_600_000,
+    };
+    for i in 2..args(cf).len() {
+        let arg = args(cf)[i];
+        let a = arg.as_bytes();
+        let Some(eq) = a.iter().position(|&b| b == b'=') else {
+            return invalid_value(cf, &arg);
+        };
+        let (name, value) = (&a[..eq], &a[eq + 1..]);
+        let mut v = ngx_str_t {
+            len: value.len(),
+            data: value.as_ptr().cast_mut(),
+        };
+        // SAFETY: nginx's parsers read `v`, a slice of the directive's argument.
+        let ok = match name {
+            b"max_size" => match unsafe { ngx::ffi::ngx_parse_offset(&mut v) } {
+                n if n > 0 => {
+                    spool.max_size = n as u64;
+                    true
+                }
+                _ => false,
+            },
+            b"fsync" if value == b"off" => {
+                spool.fsync = None;
+                true
+            }
+            b"fsync" | b"dead_letter_after" => {
+                match unsafe { ngx::ffi::ngx_parse_time(&mut v, 0) } {
+                    n if n > 0 && name == b"fsync" => {
+                        spool.fsync = Some(n as ngx_msec_t);
+                        true
+                    }
+                    n if n > 0 => {
+                        spool.dead_letter_after = n as ngx_msec_t;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            b"replay_rate" => match std::str::from_utf8(value).ok().and_then(|t| t.parse().ok()) {
+                Some(n) if n > 0 => {
+                    spool.replay_rate = n;
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if !ok {
+            return invalid_value(cf, &arg);
+        }
+    }
+    match std::fs::metadata(&spool.path) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            let p = spool.path.display().to_string();
+            return emerg(cf, format_args!("\"kafka_spool\" path \"{p}\" is not a directory"));
+        }
+        Err(e) => {
+            let p = spool.path.display().to_string();
+            return emerg(cf, format_args!("\"kafka_spool\" path \"{p}\": {e}"));
+        }
+    }
+    mcf.spool = Some(spool);
+    NGX_CONF_OK
+}
+
 /// Once the `http` block is parsed: sets defaults, and has librdkafka check the producer's
 /// whole configuration, so that `nginx -t` catches properties that do not work together.
 pub fn init_main(cf: &mut ngx_conf_t, mcf: &mut MainConf) -> *mut c_char {
@@ -516,21 +808,26 @@ pub fn init_main(cf: &mut ngx_conf_t, mcf: &mut MainConf) -> *mut c_char {
             Some(z) => z,
             None => return NGX_CONF_ERROR,
         };
-        if mcf.option("delivery.report.only.error") == Some("true") {
-            return emerg(
-                cf,
-                format_args!(
-                    "\"kafka_metrics\" counts deliveries: \"delivery.report.only.error\" \
-                     cannot be \"true\""
-                ),
-            );
-        }
     }
-    if mcf.ready && mcf.option("statistics.interval.ms") == Some("0") {
+    if mcf.success_reports() && mcf.option("delivery.report.only.error") == Some("true") {
+        let needs = if !mcf.metrics_zone.is_null() {
+            "\"kafka_metrics\" counts deliveries"
+        } else if mcf.spool.is_some() {
+            "\"kafka_spool\" replays what was not acknowledged"
+        } else {
+            "\"kafka_delivery acked\" waits for acknowledgements"
+        };
+        return emerg(
+            cf,
+            format_args!("{needs}: \"delivery.report.only.error\" cannot be \"true\""),
+        );
+    }
+    if (mcf.ready || mcf.spool.is_some()) && mcf.option("statistics.interval.ms") == Some("0") {
+        let needs = if mcf.ready { "kafka_ready" } else { "kafka_spool" };
         return emerg(
             cf,
             format_args!(
-                "\"kafka_ready\" needs librdkafka's statistics: \"statistics.interval.ms\" \
+                "\"{needs}\" needs librdkafka's statistics: \"statistics.interval.ms\" \
                  cannot be 0"
             ),
         );
@@ -585,6 +882,23 @@ pub unsafe fn merge_location(
     if conf.status_zone.is_none() {
         conf.status_zone = prev.status_zone.clone();
     }
+    if conf.delivery == UNSET_UINT {
+        conf.delivery = if prev.delivery == UNSET_UINT {
+            DELIVERY_QUEUED
+        } else {
+            prev.delivery
+        };
+    }
+    if conf.ack_timeout == UNSET_MSEC {
+        conf.ack_timeout = if prev.ack_timeout == UNSET_MSEC {
+            5000
+        } else {
+            prev.ack_timeout
+        };
+    }
+    if conf.headers.is_none() {
+        conf.headers = prev.headers.clone();
+    }
 
     let Some((file, line)) = conf.ingest_at.clone() else {
         return NGX_CONF_OK;
@@ -602,6 +916,16 @@ pub unsafe fn merge_location(
     };
 
     let has_brokers = Module::main_conf(cf).is_some_and(|m| m.brokers.is_some());
+    let has_spool = Module::main_conf(cf).is_some_and(|m| m.spool.is_some());
+    match conf.delivery() {
+        Delivery::Durable if !has_spool => {
+            return fail(
+                cf,
+                format_args!("\"kafka_delivery durable\" requires \"kafka_spool\""),
+            );
+        }
+        _ => {}
+    }
     if !has_brokers {
         return fail(
             cf,

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use ngx::ffi::{ngx_current_msec, ngx_cycle, ngx_log_t, ngx_uint_t};
 
 use crate::counters::SetRef;
-use crate::failure_line::failure_line;
+use crate::failure_line::failure_line_with;
 use crate::log::{write_line, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN};
 use crate::metrics::zone::{DELIVERED, FAILED};
 use crate::repeats::{RepeatFilter, Verdict};
@@ -60,7 +60,8 @@ pub struct Route {
     pub set: Option<SetRef>,
 }
 
-/// A message's opaque: a `*const Route`.
+/// A message's opaque: a `*const Route`, or a ticket (`worker::Ticket`) with its lowest bit
+/// set.
 pub type LogRef = usize;
 
 /// One message's delivery report, borrowed from librdkafka's event.
@@ -73,6 +74,12 @@ pub struct Report<'a> {
     pub error: Option<String>,
     /// librdkafka's name for the error (`_MSG_TIMED_OUT`...).
     pub error_name: Option<String>,
+    pub code: rdkafka::types::RDKafkaRespErr,
+    /// The message's timestamp (Unix milliseconds), and its headers: read for failures only.
+    pub timestamp_ms: i64,
+    pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
+    /// The broker may have the message after all (it timed out in flight).
+    pub possibly_delivered: bool,
     pub opaque: LogRef,
 }
 
@@ -87,6 +94,8 @@ pub struct Reports {
     pub accepted: u64,
     /// Messages reported as not delivered, each logged with its payload.
     pub failed: u64,
+    /// Messages reported as delivered (reported only with success reports on).
+    pub delivered_ok: u64,
     /// The last delivery error: its name, and when (Unix seconds).
     pub last_error: Option<(String, u64)>,
 }
@@ -99,16 +108,15 @@ impl Reports {
             .saturating_sub(in_flight)
     }
 
-    pub fn on_delivery(&mut self, report: &Report<'_>) {
-        // SAFETY: the opaque is a `Route` of this worker's topic handles, which outlive their
-        // messages; set by `Worker::produce` on this thread.
-        let route = unsafe { &*(report.opaque as *const Route) };
-        let Some(error) = &report.error else {
+    /// Counts a delivery report of a message from `route`.
+    pub fn on_delivery(&mut self, route: &Route, report: &Report<'_>) {
+        if report.error.is_none() {
+            self.delivered_ok += 1;
             if let Some(set) = route.set {
                 set.add(DELIVERED, 1);
             }
             return;
-        };
+        }
         self.failed += 1;
         if let Some(set) = route.set {
             set.add(FAILED, 1);
@@ -120,11 +128,18 @@ impl Reports {
                 last => *last = Some((name.clone(), now)),
             }
         }
-        let line = failure_line(
+    }
+
+    /// Writes a failed message, whole, to its location's error log: with no spool (the
+    /// original design), or when the spool cannot take it.
+    pub fn log_failure(&mut self, route: &Route, report: &Report<'_>) {
+        let line = failure_line_with(
             &report.topic,
             report.partition,
             report.key,
-            error,
+            &report.headers,
+            report.possibly_delivered,
+            report.error.as_deref().unwrap_or_default(),
             report.payload,
         );
         // SAFETY: the route's log is a location's error log, valid for the cycle.

@@ -7,7 +7,7 @@ mod metrics;
 mod response;
 mod variables;
 
-pub use handler::{ingest_handler, resume};
+pub use handler::{answer_acked, ingest_handler, resume};
 pub use metrics::{metrics_handler, ready_handler};
 pub use response::Rejection;
 pub use variables::add_variables;

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod properties;
 pub mod record;
 pub mod repeats;
+pub mod spool;
 pub mod topics;
 
 // The FFI edge.

@@ -138,7 +138,38 @@ fn record(r: &Request, result: usize, bytes: usize) {
 fn refuse(r: &mut Request, lcf: &LocationConf, rejection: Rejection) -> ngx_int_t {
     crate::counters::refused(&lcf.scope, rejection.result());
     record(r, rejection.result(), 0);
-    send_rejection(r, rejection, lcf.retry_after)
+    send_rejection(r, rejection, worker::retry_after(lcf.retry_after))
+}
+
+/// Answers a request of an `acked` location once its event's delivery report came, or the
+/// wait ended; returns what the request is finalized with.
+pub fn answer_acked(r: *mut ngx_http_request_t, outcome: worker::Outcome) -> ngx_int_t {
+    // SAFETY: a live request, kept open until now (see `worker::acks`).
+    let r = unsafe { Request::from_ngx_http_request(r) };
+    let Some(lcf) = Module::location_conf(r.as_ref()) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    let Some(ctx) = r.get_module_ctx::<RequestCtx>(Module::module()).copied() else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    // Counted now, under the location and topic, as accepted or refused.
+    let set = crate::counters::topic_set(&lcf.scope, ctx.topic.as_bytes());
+    let rejection = match outcome {
+        worker::Outcome::Acked => {
+            if let Some(set) = set {
+                set.add(ACCEPTED, 1);
+                set.add(crate::metrics::zone::BYTES, ctx.bytes as u64);
+            }
+            return send_accepted(r);
+        }
+        worker::Outcome::NotDelivered => Rejection::NotDelivered,
+        worker::Outcome::TimedOut => Rejection::AckTimeout,
+    };
+    if let Some(set) = set {
+        set.add(rejection.result(), 1);
+    }
+    record(r, rejection.result(), 0);
+    send_rejection(r, rejection, worker::retry_after(lcf.retry_after))
 }
 
 unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
@@ -211,16 +242,41 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
     let Some(clcf) = NgxHttpCoreModule::location_conf(r.as_ref()) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
+    // `kafka_header`s, evaluated in the request pool; an empty value adds no header.
+    let mut headers: Vec<(&[u8], Option<&[u8]>)> = Vec::new();
+    for h in lcf.headers.iter().flatten() {
+        match r.get_complex_value(h.value()) {
+            Some(v) if v.is_empty() => {}
+            Some(v) => headers.push((&h.name, Some(v.as_bytes()))),
+            None => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        }
+    }
     // Topics were checked to be ASCII.
     let topic = topic.to_str().unwrap_or_default();
     let from = worker::From {
         location: lcf,
         log: clcf.error_log,
     };
-    match worker::produce(&from, topic, key, &value, raw) {
-        Ok(Produced::Queued) => {
+    let event = worker::Event {
+        topic,
+        key,
+        value: &value,
+        headers: &headers,
+    };
+    match worker::produce(&from, &event, raw) {
+        Ok(Produced::Queued | Produced::Spooled) => {
             record(r, ACCEPTED, value.len() + key.map_or(0, <[u8]>::len));
             send_accepted(r)
+        }
+        Ok(Produced::Waiting) => {
+            record(r, ACCEPTED, value.len() + key.map_or(0, <[u8]>::len));
+            // A client that goes away while it waits ends the request (and the wait).
+            // SAFETY: a live request; nginx's own handler for a request that waits.
+            unsafe {
+                (*raw).read_event_handler = Some(ngx::ffi::ngx_http_test_reading);
+                (*raw).write_event_handler = Some(ngx::ffi::ngx_http_request_empty_handler);
+            }
+            NGX_DONE as ngx_int_t
         }
         Ok(Produced::Parked) => NGX_DONE as ngx_int_t,
         Err(SendError::UnknownTopic) => {
@@ -233,6 +289,7 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
                 SendError::TooLarge => Rejection::TooLarge,
                 SendError::UnknownTopic => Rejection::UnknownTopic,
                 SendError::TooManyTopics | SendError::TooManyLookups => Rejection::TooManyTopics,
+                SendError::SpoolFull => Rejection::SpoolFull,
                 SendError::NoProducer | SendError::Kafka(_) => Rejection::Unavailable,
             };
             // One line per refused request would flood the log while the queue is full. The
@@ -247,7 +304,7 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
             // The worker counted refusals of a topic it knows, under that topic.
             if matches!(e, SendError::QueueFull | SendError::TooLarge) {
                 record(r, rejection.result(), 0);
-                send_rejection(r, rejection, lcf.retry_after)
+                send_rejection(r, rejection, worker::retry_after(lcf.retry_after))
             } else {
                 refuse(r, lcf, rejection)
             }

@@ -22,6 +22,9 @@ pub enum Rejection {
     BadBody,
     TooLarge,
     QueueFull,
+    SpoolFull,
+    NotDelivered,
+    AckTimeout,
     Unavailable,
 }
 
@@ -36,7 +39,12 @@ impl Rejection {
             Rejection::TopicNotAllowed => 403,
             Rejection::UnknownTopic => 404,
             Rejection::TooLarge => 413,
-            Rejection::QueueFull | Rejection::Unavailable | Rejection::TooManyTopics => 503,
+            Rejection::QueueFull
+            | Rejection::SpoolFull
+            | Rejection::NotDelivered
+            | Rejection::AckTimeout
+            | Rejection::Unavailable
+            | Rejection::TooManyTopics => 503,
         }
     }
 
@@ -69,6 +77,15 @@ impl Rejection {
             Rejection::QueueFull => {
                 r#"{"error":"busy","message":"the producer queue is full, retry later"}"#
             }
+            Rejection::SpoolFull => {
+                r#"{"error":"spool_full","message":"the spool is full, retry later"}"#
+            }
+            Rejection::NotDelivered => {
+                r#"{"error":"not_delivered","message":"Kafka did not take the event, retry later"}"#
+            }
+            Rejection::AckTimeout => {
+                r#"{"error":"ack_timeout","message":"Kafka did not acknowledge the event in time, retry later"}"#
+            }
             Rejection::Unavailable => {
                 r#"{"error":"unavailable","message":"events cannot be accepted now, retry later"}"#
             }
@@ -88,6 +105,9 @@ impl Rejection {
             Rejection::BadBody => "bad_body",
             Rejection::TooLarge => "too_large",
             Rejection::QueueFull => "busy",
+            Rejection::SpoolFull => "spool_full",
+            Rejection::NotDelivered => "not_delivered",
+            Rejection::AckTimeout => "ack_timeout",
             Rejection::Unavailable => "unavailable",
         }
     }

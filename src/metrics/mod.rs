@@ -11,7 +11,7 @@ pub mod zone;
 
 /// The `result` label values of `nginx_kafka_requests_total`: `accepted`, then one per
 /// refusal, named as the JSON `error` code the client gets. The index is the counter's.
-pub const RESULTS: [&str; 12] = [
+pub const RESULTS: [&str; 15] = [
     "accepted",
     "method_not_allowed",
     "empty_body",
@@ -23,6 +23,9 @@ pub const RESULTS: [&str; 12] = [
     "bad_body",
     "too_large",
     "busy",
+    "spool_full",
+    "not_delivered",
+    "ack_timeout",
     "unavailable",
 ];
 

@@ -12,10 +12,15 @@
 //! waits for it. Because the event loop runs, a later TERM still reaches the worker, which
 //! then finishes within the master's kill window (`stop`).
 
+mod acks;
 mod queue;
+mod send;
+mod spooling;
 mod timer;
 mod topics;
 mod wakeup;
+
+pub use acks::Outcome;
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
@@ -31,8 +36,13 @@ use rdkafka::client::ClientContext;
 use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 use rdkafka::types::RDKafkaRespErr;
 
-use crate::conf::LocationConf;
+use crate::conf::{Delivery, LocationConf};
 use crate::delivery::{LogRef, Report, Reports, Route};
+use crate::spool::files::{now_ms, Kind};
+use crate::spool::format::Record;
+use acks::Ack;
+use send::Message;
+use spooling::{Kept, Spooling};
 use crate::http::Rejection;
 use crate::metrics::stats::Stats;
 use crate::metrics::zone::BYTES;
@@ -40,7 +50,6 @@ use crate::metrics::{Broker, LastError, ProducerState, WorkerGauges, ACCEPTED};
 use crate::topics::{Found, Registry, Step};
 use crate::Module;
 use queue::{Budget, MainQueue, Sink};
-use timer::Event;
 use topics::{Lookups, Topic, Waiter};
 use wakeup::Wakeup;
 
@@ -53,6 +62,8 @@ const TERMINATE_FLUSH: Duration = Duration::from_millis(400);
 const TERMINATE_TOTAL: Duration = Duration::from_millis(1200);
 /// Readiness asks for a new topic list when the last one is older than this.
 const READY_TOPICS_MS: u64 = 5000;
+/// How often replay hands records to the producer while it has any.
+const REPLAY_TICK_MS: ngx_msec_t = 10;
 
 thread_local! {
     static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
@@ -73,6 +84,8 @@ pub enum SendError {
     TooManyLookups,
     #[error("no producer runs in this worker")]
     NoProducer,
+    #[error("the spool cannot take the event")]
+    SpoolFull,
     #[error("{0}")]
     Kafka(String),
 }
@@ -81,6 +94,11 @@ pub enum SendError {
 pub enum Produced {
     /// Queued for delivery.
     Queued,
+    /// Written to the spool, for replay (the producer's queue was full).
+    Spooled,
+    /// Queued; the request waits for the delivery report (`kafka_delivery acked`), which
+    /// answers it through `crate::http::answer_acked`.
+    Waiting,
     /// Waiting for the cluster to say whether its topic exists; the request is resumed
     /// (`crate::http::resume`) when it does.
     Parked,
@@ -97,6 +115,43 @@ impl ProducerContext for Context {
     fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: LogRef) {}
 }
 
+/// What a message that needs more than its route carries as its opaque: the journal record
+/// it resolves (durable), the replayed record it resolves, the request waiting for it.
+struct Ticket {
+    route: *const Route,
+    journal: u32,
+    replay: u32,
+    ack: Option<Ack>,
+}
+
+impl Ticket {
+    /// The opaque: the boxed ticket's address with its lowest bit set (a `Route`'s is even).
+    fn into_opaque(self: Box<Ticket>) -> *mut core::ffi::c_void {
+        (Box::into_raw(self) as usize | 1) as *mut core::ffi::c_void
+    }
+
+    /// The route and ticket of a message's opaque, the ticket taken back.
+    ///
+    /// # Safety
+    /// `opaque` is a message's opaque, set by `produce` or `replay`, read once.
+    unsafe fn from_opaque(opaque: usize) -> (*const Route, Option<Box<Ticket>>) {
+        if opaque & 1 == 0 {
+            return (opaque as *const Route, None);
+        }
+        // SAFETY: made by `into_opaque`, reclaimed once (the caller's contract).
+        let t = unsafe { Box::from_raw((opaque & !1) as *mut Ticket) };
+        (t.route, Some(t))
+    }
+}
+
+/// An event, as the handler hands it over.
+pub struct Event<'a> {
+    pub topic: &'a str,
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    pub headers: &'a [(&'a [u8], Option<&'a [u8]>)],
+}
+
 struct Worker {
     // Fields drop in this order: the lookup thread ends, librdkafka stops writing the
     // eventfd, nginx stops watching it, the events leave nginx's queues, the topic handles
@@ -104,8 +159,11 @@ struct Worker {
     lookups: Lookups,
     queue: MainQueue,
     _wakeup: Wakeup,
-    tick: Event,
-    more: Event,
+    tick: timer::Event,
+    more: timer::Event,
+    replay: timer::Event,
+    /// `kafka_spool`: its replay topic handles go before the producer.
+    spooling: Option<Spooling>,
     topics: Registry<Topic, Waiter>,
     producer: BaseProducer<Context>,
     reports: Reports,
@@ -121,6 +179,11 @@ struct Worker {
     flush_timeout: ngx_msec_t,
     /// When the exit flush started (reload, quit) and whether what was left got purged.
     exit: Option<Exit>,
+    /// Deliveries per second (a moving average), and since when no broker is up: for the
+    /// Retry-After of refusals.
+    rate: f64,
+    rate_at: (u64, u64),
+    down_since: Option<u64>,
 }
 
 struct Exit {
@@ -140,12 +203,10 @@ pub struct From<'a> {
 /// used yet is looked up first: the request `r` is then parked until the answer comes.
 pub fn produce(
     from: &From<'_>,
-    topic: &str,
-    key: Option<&[u8]>,
-    value: &[u8],
+    event: &Event<'_>,
     r: *mut ngx_http_request_t,
 ) -> Result<Produced, SendError> {
-    with_worker(|w| w.produce(from, topic, key, value, r)).unwrap_or(Err(SendError::NoProducer))
+    with_worker(|w| w.produce(from, event, r)).unwrap_or(Err(SendError::NoProducer))
 }
 
 fn with_worker<T>(f: impl FnOnce(&mut Worker) -> T) -> Option<T> {
@@ -168,11 +229,54 @@ fn classify(error: RDKafkaRespErr) -> SendError {
 struct Turn<'a> {
     reports: &'a mut Reports,
     stats: &'a mut Option<Stats>,
+    spooling: Option<&'a mut Spooling>,
+    /// Waiting requests to answer once the worker is no longer borrowed.
+    answers: Vec<(Ack, Outcome)>,
+}
+
+impl Turn<'_> {
+    fn resolve(&mut self, id: u32, copied: bool) {
+        if let (Some(s), true) = (self.spooling.as_deref_mut(), id != 0) {
+            s.store.resolve(id, copied);
+        }
+    }
 }
 
 impl Sink for Turn<'_> {
     fn delivery(&mut self, report: &Report<'_>) {
-        self.reports.on_delivery(report);
+        // SAFETY: the opaque was set by `produce` or `replay`, and each report is read once.
+        let (route, ticket) = unsafe { Ticket::from_opaque(report.opaque) };
+        // SAFETY: routes live as long as their topic handles, which outlive their messages.
+        let route = unsafe { &*route };
+        self.reports.on_delivery(route, report);
+        let (journal, replay, ack) = match ticket {
+            Some(t) => (t.journal, t.replay, t.ack),
+            None => (0, 0, None),
+        };
+        if report.error.is_none() {
+            if let Some(ack) = ack {
+                self.answers.push((ack, Outcome::Acked));
+            }
+            self.resolve(journal, false);
+            self.resolve(replay, false);
+            return;
+        }
+        // A client still waiting is told, and retries: the event is its own again.
+        if let Some(ack) = ack {
+            if ack.waiting() {
+                self.answers.push((ack, Outcome::NotDelivered));
+                return;
+            }
+        }
+        let kept = match self.spooling.as_deref_mut() {
+            Some(s) => s.keep(report, replay != 0),
+            None => Kept::Refused,
+        };
+        if kept == Kept::Refused {
+            self.reports.log_failure(route, report);
+        }
+        self.resolve(journal, kept != Kept::Refused);
+        self.resolve(replay, kept != Kept::Refused);
     }
 
     fn log(&mut self, level: i32, facility: &str, message: &str) {
@@ -207,11 +311,10 @@ impl Worker {
     fn produce(
         &mut self,
         from: &From<'_>,
-        topic: &str,
-        key: Option<&[u8]>,
-        value: &[u8],
+        event: &Event<'_>,
         r: *mut ngx_http_request_t,
     ) -> Result<Produced, SendError> {
+        let topic = event.topic;
         let t = match self.topics.handle(topic.as_bytes()) {
             Some(t) => t,
             None => {
@@ -230,44 +333,236 @@ impl Worker {
         let rkt = t.as_ptr();
         // SAFETY: the route lives as long as the topic handle (see `Topic::route`).
         let set = unsafe { (*route).set };
-        let (key_ptr, key_len) = key.map_or((core::ptr::null(), 0), |k| (k.as_ptr(), k.len()));
-        // SAFETY: a live topic handle of this producer; librdkafka copies payload and key
-        // (RD_KAFKA_MSG_F_COPY); the opaque is the route, which outlives the message.
-        let rc = unsafe {
-            rdsys::rd_kafka_produce(
-                rkt,
-                -1, // RD_KAFKA_PARTITION_UA: the partitioner picks
-                rdsys::RD_KAFKA_MSG_F_COPY,
-                value.as_ptr().cast_mut().cast(),
-                value.len(),
-                key_ptr.cast(),
-                key_len,
-                route.cast_mut().cast(),
-            )
+        let rk = self.rk();
+        let message = Message {
+            key: event.key,
+            value: event.value,
+            headers: event.headers,
+            timestamp_ms: 0,
         };
-        if rc != 0 {
-            // SAFETY: reads this thread's last librdkafka error.
-            let e = classify(unsafe { rdsys::rd_kafka_last_error() });
-            let refused = match e {
-                SendError::QueueFull => Some(Rejection::QueueFull),
-                SendError::TooLarge => Some(Rejection::TooLarge),
-                _ => None,
-            };
-            if let (Some(set), Some(refused)) = (set, refused) {
-                set.add(refused.result(), 1);
+        let produced = match from.location.delivery() {
+            Delivery::Queued => send::send(rk, rkt, &message, route.cast_mut().cast())
+                .map(|()| Produced::Queued),
+            Delivery::Durable => self.produce_durable(route, rkt, event, &message)?,
+            Delivery::Acked => {
+                let ack = Ack::new(r, from.location.ack_timeout, crate::http::answer_acked)
+                    .ok_or(SendError::Kafka("no memory".into()))?;
+                let ticket = Box::new(Ticket {
+                    route,
+                    journal: 0,
+                    replay: 0,
+                    ack: Some(ack),
+                });
+                let opaque = ticket.into_opaque();
+                send::send(rk, rkt, &message, opaque)
+                    .map(|()| Produced::Waiting)
+                    .inspect_err(|_| {
+                        // SAFETY: librdkafka did not take the message: the ticket is ours.
+                        let (_, t) = unsafe { Ticket::from_opaque(opaque as usize) };
+                        if let Some(ack) = t.and_then(|t| t.ack) {
+                            ack.cancel();
+                        }
+                    })
             }
-            return Err(e);
-        }
-        if let Some(set) = set {
+        };
+        let produced = match produced {
+            Ok(p) => p,
+            Err(code) => {
+                let e = classify(code);
+                // The producer's queue is full: the spool takes the event, if there is one.
+                if matches!(e, SendError::QueueFull)
+                    && from.location.delivery() == Delivery::Queued
+                    && self.spool_event(event, b"_QUEUE_FULL")
+                {
+                    Produced::Spooled
+                } else {
+                    let refused = match e {
+                        SendError::QueueFull => Some(Rejection::QueueFull),
+                        SendError::TooLarge => Some(Rejection::TooLarge),
+                        _ => None,
+                    };
+                    if let (Some(set), Some(refused)) = (set, refused) {
+                        set.add(refused.result(), 1);
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        // An acknowledged event is counted when it is answered (`crate::http::answer_acked`).
+        if let (Some(set), false) = (set, matches!(produced, Produced::Waiting)) {
             set.add(ACCEPTED, 1);
-            set.add(BYTES, (value.len() + key_len) as u64);
+            set.add(BYTES, (event.value.len() + event.key.map_or(0, <[u8]>::len)) as u64);
+        }
+        if matches!(produced, Produced::Spooled) {
+            return Ok(produced);
         }
         self.reports.accepted += 1;
         if self.tick.cancelable() {
             // Something is in flight: an exiting worker must wait for it.
             self.tick.set_cancelable(false);
         }
-        Ok(Produced::Queued)
+        Ok(produced)
+    }
+
+    /// `kafka_delivery durable`: the event is written to the journal first, then queued;
+    /// its delivery report resolves the journal record. Refused when the journal cannot
+    /// take it; spooled when the producer cannot.
+    fn produce_durable(
+        &mut self,
+        route: *const Route,
+        rkt: *mut rdsys::rd_kafka_topic_t,
+        event: &Event<'_>,
+        message: &Message<'_>,
+    ) -> Result<Result<Produced, RDKafkaRespErr>, SendError> {
+        let rk = self.rk();
+        let Some(sp) = self.spooling.as_mut() else {
+            return Err(SendError::SpoolFull);
+        };
+        let record = Record {
+            flags: 0,
+            timestamp_ms: now_ms() as i64,
+            reason: b"",
+            topic: event.topic.as_bytes(),
+            key: event.key,
+            headers: event.headers.to_vec(),
+            value: event.value,
+        };
+        let journal = match sp.store.append(Kind::Journal, &record) {
+            Ok(id) => id,
+            Err(e) => {
+                sp.refused(&e);
+                return Err(SendError::SpoolFull);
+            }
+        };
+        let ticket = Box::new(Ticket {
+            route,
+            journal,
+            replay: 0,
+            ack: None,
+        });
+        let opaque = ticket.into_opaque();
+        let Err(code) = send::send(rk, rkt, message, opaque) else {
+            return Ok(Ok(Produced::Queued));
+        };
+        // SAFETY: librdkafka did not take the message: the ticket is ours again.
+        drop(unsafe { Ticket::from_opaque(opaque as usize) });
+        if code != RDKafkaRespErr::RD_KAFKA_RESP_ERR__QUEUE_FULL {
+            // Refused for good (too large...): the client is told; the record is not needed.
+            sp.store.resolve(journal, false);
+            return Ok(Err(code));
+        }
+        let record = Record {
+            reason: b"_QUEUE_FULL",
+            ..record
+        };
+        // On disk either way: copied to the spool, or left in the journal, which then stays
+        // until this worker exits and is replayed whole by the next.
+        if sp.store.append(Kind::Spool, &record).is_ok() {
+            sp.store.resolve(journal, true);
+        }
+        Ok(Ok(Produced::Spooled))
+    }
+
+    /// Writes an event the producer could not take to the spool; false without one, or when
+    /// it is full.
+    fn spool_event(&mut self, event: &Event<'_>, reason: &[u8]) -> bool {
+        let Some(sp) = self.spooling.as_mut() else {
+            return false;
+        };
+        let record = Record {
+            flags: 0,
+            timestamp_ms: now_ms() as i64,
+            reason,
+            topic: event.topic.as_bytes(),
+            key: event.key,
+            headers: event.headers.to_vec(),
+            value: event.value,
+        };
+        match sp.store.append(Kind::Spool, &record) {
+            Ok(_) => true,
+            Err(e) => {
+                sp.refused(&e);
+                false
+            }
+        }
+    }
+
+    /// Hands spooled records to the producer, oldest first, at `replay_rate`, while a broker
+    /// is up and the producer's queue is less than half full (live events come first).
+    fn replay_turn(&mut self) {
+        let up = self.exit.is_none() && matches!(self.state(), ProducerState::Up);
+        let rk = self.rk();
+        let Some(sp) = self.spooling.as_mut() else {
+            return;
+        };
+        if !up || !sp.store.replay_pending() {
+            return;
+        }
+        let queued = self.producer.in_flight_count().max(0) as u64;
+        let limit = self.stats.as_ref().map_or(100_000, |s| s.msg_max.max(1));
+        if queued * 2 >= limit {
+            return;
+        }
+        let budget = sp.replay_budget();
+        if budget == 0 {
+            return;
+        }
+        let route: *const Route = &raw const *sp.replay_route;
+        let topics = &mut sp.replay_topics;
+        // Records whose topic no producer can take (a name that is not one): dead letters.
+        let mut dead = crate::spool::format::file_header().to_vec();
+        let mut dead_ids = Vec::new();
+        let handed = sp.store.replay(budget, |record, id| {
+            let name = std::str::from_utf8(record.topic).ok();
+            let legal = name.is_some_and(|n| crate::record::is_legal_topic(n.as_bytes()));
+            if !topics.contains_key(record.topic) {
+                match name.filter(|_| legal).and_then(|n| Topic::new(rk, n)) {
+                    Some(t) => {
+                        topics.insert(record.topic.to_vec(), t);
+                    }
+                    None => {
+                        record.encode(&mut dead);
+                        dead_ids.push(id);
+                        return true;
+                    }
+                }
+            }
+            let rkt = topics[record.topic].as_ptr();
+            let ticket = Box::new(Ticket {
+                route,
+                journal: 0,
+                replay: id,
+                ack: None,
+            });
+            let opaque = ticket.into_opaque();
+            let message = Message {
+                key: record.key,
+                value: record.value,
+                headers: &record.headers,
+                timestamp_ms: record.timestamp_ms,
+            };
+            match send::send(rk, rkt, &message, opaque) {
+                Ok(()) => true,
+                Err(_) => {
+                    // SAFETY: librdkafka did not take the message: the ticket is ours.
+                    drop(unsafe { Ticket::from_opaque(opaque as usize) });
+                    false
+                }
+            }
+        });
+        sp.spend(handed);
+        let records = crate::spool::format::scan(&dead);
+        for (item, id) in records.zip(dead_ids) {
+            if let crate::spool::format::Item::Record { record, .. } = item {
+                if sp.store.append_dead(&record).is_ok() {
+                    sp.store.resolve(id, true);
+                }
+            }
+        }
+        self.reports.accepted += handed as u64;
+        if handed > 0 {
+            self.tick.set_cancelable(false);
+        }
     }
 
     /// A topic this worker has no handle for: true once it has one, false when the request
@@ -315,20 +610,32 @@ impl Worker {
     /// One event-loop turn's share of the queue; posts itself again if more is waiting.
     /// Returns the requests whose topic lookup finished, to be resumed by the caller once
     /// the worker is no longer borrowed.
-    fn turn(&mut self) -> Vec<Waiter> {
+    fn turn(&mut self) -> Resume {
         let mut stats = None;
         let mut turn = Turn {
             reports: &mut self.reports,
             stats: &mut stats,
+            spooling: self.spooling.as_mut(),
+            answers: Vec::new(),
         };
         if self.queue.serve(&mut turn, Budget::TURN) {
             self.more.post_next();
         }
+        let answers = turn.answers;
         if stats.is_some() {
             self.stats = stats;
             self.publish();
+            let down = matches!(self.state(), ProducerState::Down);
+            match (down, self.down_since) {
+                (true, None) => self.down_since = Some(now_ms()),
+                (false, Some(_)) => self.down_since = None,
+                _ => {}
+            }
         }
-        self.topic_answers()
+        Resume {
+            waiters: self.topic_answers(),
+            answers,
+        }
     }
 
     fn state(&self) -> ProducerState {
@@ -448,9 +755,25 @@ impl Worker {
         }
     }
 
-    fn tick(&mut self) -> Vec<Waiter> {
+    fn tick(&mut self) -> Resume {
         let resume = self.turn();
         crate::delivery::flush_repeats();
+        let (now, delivered) = (now_ms(), self.reports.delivered_ok);
+        let (at, before) = self.rate_at;
+        if now > at {
+            let recent = (delivered - before) as f64 * 1000.0 / (now - at) as f64;
+            self.rate = 0.7 * self.rate + 0.3 * recent;
+            self.rate_at = (now, delivered);
+        }
+        let mut period = TICK_MS;
+        if let Some(sp) = self.spooling.as_mut() {
+            sp.tick();
+            period = period.min(sp.fsync_ms().unwrap_or(TICK_MS));
+            if sp.store.replay_pending() && self.exit.is_none() {
+                // The replay event is cancelable: it never keeps an exiting worker alive.
+                self.replay.arm(REPLAY_TICK_MS);
+            }
+        }
         // SAFETY: nginx's flag, read on the worker thread.
         if unsafe { ngx_exiting } != 0 {
             self.exit_tick();
@@ -461,7 +784,7 @@ impl Worker {
         self.tick.arm(if self.exit.is_some() && !idle {
             EXIT_TICK_MS
         } else {
-            TICK_MS
+            period
         });
         resume
     }
@@ -499,14 +822,21 @@ impl Worker {
         }
     }
 
-    /// Serves everything waiting, with no budget: only when the worker exits.
+    /// Serves everything waiting, with no budget: only when the worker exits. Requests
+    /// still waiting for an acknowledgement get none: their connections end with the
+    /// process.
     fn serve_all(&mut self) {
         let mut stats = None;
         let mut turn = Turn {
             reports: &mut self.reports,
             stats: &mut stats,
+            spooling: self.spooling.as_mut(),
+            answers: Vec::new(),
         };
         self.queue.serve(&mut turn, Budget::UNBOUNDED);
+        for (ack, _) in turn.answers {
+            ack.cancel();
+        }
     }
 
     /// Finishes synchronously, for at most `flush` then `total`: delivers what it can, then
@@ -553,10 +883,22 @@ fn cycle_log() -> *mut ngx_log_t {
     unsafe { (*ngx::ffi::ngx_cycle).log }
 }
 
-/// Continues the requests whose topic lookup finished, outside the worker's borrow (they
-/// produce through it).
-fn resume(waiters: Option<Vec<Waiter>>) {
-    for w in waiters.unwrap_or_default() {
+/// What a turn leaves to do once the worker is no longer borrowed: requests whose topic
+/// lookup finished (they produce through the worker), and requests whose acknowledgement
+/// came (answering may run subrequests that do).
+struct Resume {
+    waiters: Vec<Waiter>,
+    answers: Vec<(Ack, Outcome)>,
+}
+
+fn resume(resume: Option<Resume>) {
+    let Some(resume) = resume else {
+        return;
+    };
+    for (ack, outcome) in resume.answers {
+        ack.answer(outcome);
+    }
+    for w in resume.waiters {
         w.resume(crate::http::resume);
     }
 }
@@ -564,6 +906,16 @@ fn resume(waiters: Option<Vec<Waiter>>) {
 extern "C" fn on_wakeup(ev: *mut ngx_event_t) {
     Wakeup::drain(ev);
     resume(with_worker(Worker::turn));
+}
+
+extern "C" fn on_replay(_: *mut ngx_event_t) {
+    with_worker(|w| {
+        w.replay_turn();
+        let pending = w.spooling.as_ref().is_some_and(|s| s.store.replay_pending());
+        if pending && w.exit.is_none() {
+            w.replay.arm(REPLAY_TICK_MS);
+        }
+    });
 }
 
 extern "C" fn on_more(_: *mut ngx_event_t) {
@@ -613,7 +965,7 @@ pub fn start(cycle: &mut ngx_cycle_t) -> Status {
         return Status::NGX_ERROR;
     };
     queue.notify(wakeup.fd());
-    let mut tick = Event::new(Some(on_tick), log);
+    let mut tick = timer::Event::new(Some(on_tick), log);
     tick.set_cancelable(true);
     tick.arm(TICK_MS);
 
@@ -638,7 +990,16 @@ pub fn start(cycle: &mut ngx_cycle_t) -> Status {
         queue,
         _wakeup: wakeup,
         tick,
-        more: Event::new(Some(on_more), log),
+        more: timer::Event::new(Some(on_more), log),
+        replay: {
+            let mut replay = timer::Event::new(Some(on_replay), log);
+            replay.set_cancelable(true);
+            replay
+        },
+        spooling: mcf.spool.as_ref().map(|conf| {
+            // SAFETY: a plain read of nginx's process global.
+            Spooling::new(conf, unsafe { ngx::ffi::ngx_pid } as u32, log)
+        }),
         topics: Registry::new(mcf.max_topics, lookups_enabled),
         producer,
         reports: Reports::default(),
@@ -650,9 +1011,25 @@ pub fn start(cycle: &mut ngx_cycle_t) -> Status {
         lookups_enabled,
         flush_timeout: mcf.flush_timeout,
         exit: None,
+        rate: 0.0,
+        rate_at: (now_ms(), 0),
+        down_since: None,
     };
     WORKER.with(|w| *w.borrow_mut() = Some(worker));
     Status::NGX_OK
+}
+
+/// The `Retry-After` of a 503: at least `min` (`kafka_retry_after`), more when this worker's
+/// queue takes longer to drain at the rate it delivers, or its brokers have been down for a
+/// while (half the time they have been down); at most a minute.
+pub fn retry_after(min: ngx::ffi::time_t) -> ngx::ffi::time_t {
+    let derived = with_worker(|w| {
+        let drain = w.in_flight() as f64 / w.rate.max(1.0);
+        let down = w.down_since.map_or(0, |t| now_ms().saturating_sub(t) / 2000);
+        drain.ceil().max(down as f64) as ngx::ffi::time_t
+    })
+    .unwrap_or(0);
+    derived.clamp(min.max(1), 60.max(min))
 }
 
 /// Whether this worker's producer can take events, for `kafka_ready`: `Err` has a reason
@@ -691,6 +1068,25 @@ pub fn stop(cycle: &mut ngx_cycle_t) {
     };
     let flushed = worker.finish(flush, total);
     let left = worker.in_flight();
+    if let Some(sp) = worker.spooling.as_mut() {
+        sp.store.close();
+        let c = sp.store.counts;
+        if c.spooled + c.journaled + c.replayed + c.dead + c.adopted > 0 {
+            notice!(
+                log,
+                "kafka: spool \"{}\": {} journaled, {} spooled, {} replayed, {} dead-lettered, \
+                 {} files adopted, {} corrupt regions, {} torn tails",
+                sp.dir(),
+                c.journaled,
+                c.spooled,
+                c.replayed,
+                c.dead,
+                c.adopted,
+                c.corrupt,
+                c.torn
+            );
+        }
+    }
     let reports = &worker.reports;
     notice!(
         log,

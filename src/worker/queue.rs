@@ -158,7 +158,8 @@ fn text<'a>(p: *const c_char) -> std::borrow::Cow<'a, str> {
 }
 
 fn report(m: &rdsys::rd_kafka_message_t) -> Report<'_> {
-    let error = (m.err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR).then(|| {
+    let failed = m.err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR;
+    let error = failed.then(|| {
         // SAFETY: librdkafka's static error tables.
         let (name, text_) = unsafe {
             (
@@ -172,6 +173,20 @@ fn report(m: &rdsys::rd_kafka_message_t) -> Report<'_> {
         Some((name, text_)) => (Some(format!("{name} ({text_})")), Some(name)),
         None => (None, None),
     };
+    let (mut timestamp_ms, mut headers, mut possibly_delivered) = (0, Vec::new(), false);
+    if failed {
+        // SAFETY: reads of a live message of a live event.
+        unsafe {
+            let mut kind = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+            timestamp_ms = rdsys::rd_kafka_message_timestamp(m, &mut kind);
+            if timestamp_ms < 0 {
+                timestamp_ms = 0;
+            }
+            possibly_delivered = rdsys::rd_kafka_message_status(m)
+                == rdsys::rd_kafka_msg_status_t::RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
+            headers = message_headers(m);
+        }
+    }
     Report {
         // SAFETY: a delivered message's topic handle is live with its event.
         topic: text(unsafe { rdsys::rd_kafka_topic_name(m.rkt) }),
@@ -180,8 +195,39 @@ fn report(m: &rdsys::rd_kafka_message_t) -> Report<'_> {
         payload: bytes(m.payload, m.len),
         error,
         error_name,
+        code: m.err,
+        timestamp_ms,
+        headers,
+        possibly_delivered,
         opaque: m._private as usize,
     }
+}
+
+/// A message's headers, borrowed from it.
+fn message_headers(m: &rdsys::rd_kafka_message_t) -> Vec<(&[u8], Option<&[u8]>)> {
+    let mut hdrs: *mut rdsys::rd_kafka_headers_t = ptr::null_mut();
+    // SAFETY: the headers stay owned by the live message.
+    let err = unsafe {
+        rdsys::rd_kafka_message_headers(ptr::from_ref(m), &mut hdrs)
+    };
+    if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR || hdrs.is_null() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for i in 0.. {
+        let (mut name, mut val, mut size): (*const c_char, *const core::ffi::c_void, usize) =
+            (ptr::null(), ptr::null(), 0);
+        // SAFETY: index `i` of the message's headers; the strings live as long as it.
+        let rc = unsafe { rdsys::rd_kafka_header_get_all(hdrs, i, &mut name, &mut val, &mut size) };
+        if rc != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+            break;
+        }
+        // SAFETY: a NUL-terminated name of the live message.
+        let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+        let value = (!val.is_null()).then(|| bytes(val, size));
+        out.push((name, value));
+    }
+    out
 }
 
 fn log_event(ev: *mut rdsys::rd_kafka_event_t, sink: &mut impl Sink) {

@@ -1,0 +1,640 @@
+//! One worker's part of a spool directory: the files it writes (its journal, its spool, its
+//! dead letters), the file it replays, and the bookkeeping that says when a file may go.
+//!
+//! A file is removed only once every record in it is *resolved*: acknowledged by the broker,
+//! or copied into a spool or dead-letter file of this worker. Removals, and the periodic
+//! `fsync`, run on a thread of ours (`Syncer`) that touches nothing but these files; a
+//! removal that depends on records copied into the spool syncs the spool first.
+//!
+//! Everything else runs on the worker's thread: appends are one `write(2)` each, so that an
+//! event answered after its append survives the process's death (the kernel has it).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use super::files::{self, Kind, Locked, Name};
+use super::format::{self, Item, Record};
+
+/// What `kafka_spool` configures, as the store needs it.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub dir: PathBuf,
+    /// The directory's cap, shared by every process writing to it (each checks the total
+    /// it saw at its last scan plus what it wrote since).
+    pub max_size: u64,
+    /// Whether files are synced to storage (`fsync` not `off`).
+    pub fsync: bool,
+}
+
+/// Why an append failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("the spool directory has reached its max_size")]
+    Cap,
+    #[error("no space left on the spool's device")]
+    NoSpace,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// What the store did, for the metrics and the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub journaled: u64,
+    pub spooled: u64,
+    pub dead: u64,
+    /// Appends refused: the cap, a full disk or an error.
+    pub refused: u64,
+    /// Records handed out for replay.
+    pub replayed: u64,
+    /// Damaged regions and torn tails found in files being replayed.
+    pub corrupt: u64,
+    pub torn: u64,
+    pub adopted: u64,
+    pub removed: u64,
+}
+
+/// A file of this process: one being written, replayed, or waiting for its records to be
+/// resolved.
+struct Segment {
+    name: Name,
+    path: PathBuf,
+    file: Option<Locked>,
+    /// Records appended (written files) or handed out (the replayed file).
+    issued: u64,
+    resolved: u64,
+    /// No more records will be issued: the file goes once all are resolved.
+    sealed: bool,
+    bytes: u64,
+    /// Records of this file were copied to the spool: sync the spool before removing it.
+    copied: bool,
+}
+
+/// The file being replayed: its bytes and where its good records are.
+struct Replaying {
+    id: u32,
+    data: Vec<u8>,
+    offsets: Vec<usize>,
+    next: usize,
+}
+
+pub struct Store {
+    settings: Settings,
+    host: String,
+    pid: u32,
+    start_ms: u64,
+    next_id: u32,
+    segment_max: u64,
+    segments: HashMap<u32, Segment>,
+    journal: Option<u32>,
+    spool: Option<u32>,
+    dead: Option<Locked>,
+    /// This process's sealed spool files, oldest first, waiting for replay.
+    waiting: Vec<u32>,
+    replaying: Option<Replaying>,
+    /// Other processes' files seen at the last scan, oldest first.
+    candidates: Vec<Name>,
+    /// Files written since the last sync.
+    dirty: HashSet<u32>,
+    dir_bytes: u64,
+    buf: Vec<u8>,
+    syncer: Syncer,
+    pub counts: Counts,
+}
+
+/// The largest file this store writes before it starts another.
+const SEGMENT_MAX: u64 = 64 << 20;
+const SEGMENT_MIN: u64 = 1 << 20;
+
+impl Store {
+    pub fn new(settings: Settings, pid: u32) -> Store {
+        let segment_max = (settings.max_size / 8).clamp(SEGMENT_MIN, SEGMENT_MAX);
+        Store {
+            host: files::host_label(),
+            pid,
+            start_ms: files::now_ms(),
+            next_id: 1,
+            segment_max,
+            segments: HashMap::new(),
+            journal: None,
+            spool: None,
+            dead: None,
+            waiting: Vec::new(),
+            replaying: None,
+            candidates: Vec::new(),
+            dirty: HashSet::new(),
+            dir_bytes: 0,
+            buf: Vec::with_capacity(4096),
+            syncer: Syncer::start(),
+            counts: Counts::default(),
+            settings,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.settings.dir
+    }
+
+    /// Bytes in the directory: at the last scan, plus what this process wrote since.
+    pub fn dir_bytes(&self) -> u64 {
+        self.dir_bytes
+    }
+
+    /// This process's files that hold records not yet resolved.
+    pub fn files(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Appends a record to this process's journal (`Kind::Journal`) or spool; returns the
+    /// id to resolve it by (a journal record, once acknowledged or moved to the spool).
+    pub fn append(&mut self, kind: Kind, record: &Record<'_>) -> Result<u32, AppendError> {
+        debug_assert!(kind != Kind::Dead);
+        self.buf.clear();
+        record.encode(&mut self.buf);
+        let len = self.buf.len() as u64;
+        if self.dir_bytes + len > self.settings.max_size {
+            self.counts.refused += 1;
+            return Err(AppendError::Cap);
+        }
+        let id = match self.active(kind, len) {
+            Ok(id) => id,
+            Err(e) => {
+                self.counts.refused += 1;
+                return Err(e);
+            }
+        };
+        let seg = self.segments.get_mut(&id).expect("the active file");
+        let locked = seg.file.as_mut().expect("an open file");
+        if let Err(e) = locked.file.write_all(&self.buf) {
+            // Never leave half a record for the next append to follow.
+            let _ = locked.file.set_len(seg.bytes);
+            let _ = locked.file.seek(SeekFrom::Start(seg.bytes));
+            self.counts.refused += 1;
+            return Err(classify(e));
+        }
+        seg.bytes += len;
+        seg.issued += 1;
+        self.dir_bytes += len;
+        self.dirty.insert(id);
+        match kind {
+            Kind::Journal => self.counts.journaled += 1,
+            _ => self.counts.spooled += 1,
+        }
+        Ok(id)
+    }
+
+    /// Appends a record that can never be delivered to this process's dead-letter file.
+    pub fn append_dead(&mut self, record: &Record<'_>) -> Result<(), AppendError> {
+        self.buf.clear();
+        record.encode(&mut self.buf);
+        if self.dead.is_none() {
+            let id = self.take_id();
+            let name = self.name(id, Kind::Dead);
+            self.dead = Some(files::create(&self.settings.dir, &name).map_err(classify)?);
+            self.dir_bytes += format::FILE_HEADER_LEN as u64;
+        }
+        let locked = self.dead.as_mut().expect("the dead-letter file");
+        let at = locked.file.seek(SeekFrom::End(0)).map_err(classify)?;
+        if let Err(e) = locked.file.write_all(&self.buf) {
+            let _ = locked.file.set_len(at);
+            return Err(classify(e));
+        }
+        self.dir_bytes += self.buf.len() as u64;
+        self.counts.dead += 1;
+        Ok(())
+    }
+
+    /// Notes that the record `id` was issued for is resolved; its file goes once all are.
+    /// `copied`: it was resolved by being copied into the spool.
+    pub fn resolve(&mut self, id: u32, copied: bool) {
+        let Some(seg) = self.segments.get_mut(&id) else {
+            return;
+        };
+        seg.resolved += 1;
+        seg.copied |= copied;
+        if seg.sealed && seg.resolved >= seg.issued {
+            self.remove(id);
+        }
+    }
+
+    /// The file written for `kind`, started anew when there is none or it is full.
+    fn active(&mut self, kind: Kind, len: u64) -> Result<u32, AppendError> {
+        let slot = match kind {
+            Kind::Journal => self.journal,
+            _ => self.spool,
+        };
+        if let Some(id) = slot {
+            if self.segments[&id].bytes + len <= self.segment_max {
+                return Ok(id);
+            }
+            self.seal(id);
+        }
+        let id = self.take_id();
+        let name = self.name(id, kind);
+        let locked = files::create(&self.settings.dir, &name).map_err(classify)?;
+        self.dir_bytes += format::FILE_HEADER_LEN as u64;
+        self.segments.insert(
+            id,
+            Segment {
+                path: locked.path.clone(),
+                name,
+                file: Some(locked),
+                issued: 0,
+                resolved: 0,
+                sealed: false,
+                bytes: format::FILE_HEADER_LEN as u64,
+                copied: false,
+            },
+        );
+        match kind {
+            Kind::Journal => self.journal = Some(id),
+            _ => self.spool = Some(id),
+        }
+        Ok(id)
+    }
+
+    fn take_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn name(&self, seq: u32, kind: Kind) -> Name {
+        Name {
+            host: self.host.clone(),
+            pid: self.pid,
+            start_ms: self.start_ms,
+            seq,
+            kind,
+        }
+    }
+
+    /// No more appends to file `id`: a journal goes once its records are resolved; a spool
+    /// file waits for replay.
+    fn seal(&mut self, id: u32) {
+        if self.journal == Some(id) {
+            self.journal = None;
+        }
+        if self.spool == Some(id) {
+            self.spool = None;
+            self.waiting.push(id);
+        }
+        let Some(seg) = self.segments.get_mut(&id) else {
+            return;
+        };
+        if seg.name.kind == Kind::Journal {
+            seg.sealed = true;
+            if seg.resolved >= seg.issued {
+                self.remove(id);
+            }
+        }
+    }
+
+    /// Removes file `id` (on the syncer's thread, after the spool it was copied to is
+    /// synced), then releases its lock.
+    fn remove(&mut self, id: u32) {
+        let Some(mut seg) = self.segments.remove(&id) else {
+            return;
+        };
+        self.dirty.remove(&id);
+        if self.replaying.as_ref().is_some_and(|r| r.id == id) {
+            self.replaying = None;
+        }
+        // Its records copied to spool files must be on storage before it goes.
+        let mut sync = Vec::new();
+        if seg.copied && self.settings.fsync {
+            sync = self
+                .segments
+                .values()
+                .filter(|s| s.name.kind == Kind::Spool)
+                .filter_map(|s| s.file.as_ref()?.file.try_clone().ok())
+                .collect();
+        }
+        self.dir_bytes = self.dir_bytes.saturating_sub(seg.bytes);
+        self.counts.removed += 1;
+        self.syncer.send(Job::Remove {
+            sync,
+            path: seg.path.clone(),
+            locked: seg.file.take(),
+        });
+    }
+
+    /// Syncs the files written since the last call (on the syncer's thread).
+    pub fn sync(&mut self) {
+        if !self.settings.fsync || self.dirty.is_empty() {
+            self.dirty.clear();
+            return;
+        }
+        let files = self
+            .dirty
+            .drain()
+            .filter_map(|id| self.segments.get(&id))
+            .filter_map(|s| s.file.as_ref()?.file.try_clone().ok())
+            .collect();
+        self.syncer.send(Job::Sync(files));
+    }
+
+    /// Lists the directory: its size, and other processes' files that may need adopting.
+    pub fn scan(&mut self) -> io::Result<()> {
+        let list = files::list(&self.settings.dir)?;
+        self.dir_bytes = list.iter().map(|(_, size)| size).sum();
+        self.candidates = list
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|n| n.kind != Kind::Dead && !self.is_mine(n))
+            .collect();
+        Ok(())
+    }
+
+    fn is_mine(&self, name: &Name) -> bool {
+        name.host == self.host && name.pid == self.pid && name.start_ms == self.start_ms
+    }
+
+    /// Whether anything waits for replay: this process's spool, or others' files.
+    pub fn replay_pending(&self) -> bool {
+        self.replaying.is_some()
+            || !self.waiting.is_empty()
+            || !self.candidates.is_empty()
+            || self
+                .spool
+                .is_some_and(|id| self.segments.get(&id).is_some_and(|s| s.issued > 0))
+    }
+
+    /// Hands out up to `max` records for replay, oldest file first, each with the id that
+    /// resolves it. `produce` returns false when it cannot take the record now; it is
+    /// offered again on the next call.
+    pub fn replay(&mut self, max: usize, mut produce: impl FnMut(&Record<'_>, u32) -> bool) -> usize {
+        let mut handed = 0;
+        while handed < max {
+            if self.replaying.is_none() && !self.open_next() {
+                break;
+            }
+            let r = self.replaying.as_mut().expect("a file being replayed");
+            let Some(&offset) = r.offsets.get(r.next) else {
+                // Every record was handed out: the file goes once they are resolved.
+                let id = r.id;
+                self.replaying = None;
+                if let Some(seg) = self.segments.get_mut(&id) {
+                    seg.sealed = true;
+                    if seg.resolved >= seg.issued {
+                        self.remove(id);
+                    }
+                }
+                continue;
+            };
+            let Some(record) = record_at(&r.data, offset) else {
+                r.next += 1;
+                continue;
+            };
+            if !produce(&record, r.id) {
+                break;
+            }
+            r.next += 1;
+            handed += 1;
+            self.counts.replayed += 1;
+            if let Some(seg) = self.segments.get_mut(&r.id) {
+                seg.issued += 1;
+            }
+        }
+        handed
+    }
+
+    /// Starts replaying the oldest file waiting: this process's, or one adopted.
+    fn open_next(&mut self) -> bool {
+        // This process's current spool file, once nothing older waits.
+        if self.waiting.is_empty() && self.candidates.is_empty() {
+            match self.spool {
+                Some(id) if self.segments[&id].issued > 0 => self.seal(id),
+                _ => return false,
+            }
+        }
+        let own = self.waiting.first().map(|id| self.segments[id].name.age_key());
+        let other = self.candidates.first().map(Name::age_key);
+        let adopt = match (own, other) {
+            (Some(o), Some(c)) => c < o,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        if adopt {
+            let name = self.candidates.remove(0);
+            self.adopt(name);
+            return self.replaying.is_some() || !self.candidates.is_empty() || !self.waiting.is_empty();
+        }
+        let Some(id) = (!self.waiting.is_empty()).then(|| self.waiting.remove(0)) else {
+            return false;
+        };
+        let path = self.segments[&id].path.clone();
+        let read = self
+            .segments
+            .get_mut(&id)
+            .and_then(|s| s.file.as_mut())
+            .map(|l| read_all(&mut l.file));
+        match read {
+            Some(Ok(data)) => self.start_replay(id, data),
+            _ => {
+                // Unreadable: left in place (and locked) for the tool; not replayed twice.
+                let _ = path;
+            }
+        }
+        true
+    }
+
+    /// Takes another process's file over, if no one holds it.
+    fn adopt(&mut self, name: Name) {
+        let path = self.settings.dir.join(name.file_name());
+        let Ok(Some(mut locked)) = files::try_lock(&path) else {
+            return;
+        };
+        let Ok(data) = read_all(&mut locked.file) else {
+            return;
+        };
+        if format::check_file_header(&data).is_err() {
+            // A version this build does not know: left for a newer one.
+            return;
+        }
+        self.counts.adopted += 1;
+        let id = self.take_id();
+        let bytes = data.len() as u64;
+        self.segments.insert(
+            id,
+            Segment {
+                name,
+                path,
+                file: Some(locked),
+                issued: 0,
+                resolved: 0,
+                sealed: false,
+                bytes,
+                copied: false,
+            },
+        );
+        self.start_replay(id, data);
+    }
+
+    fn start_replay(&mut self, id: u32, data: Vec<u8>) {
+        let mut offsets = Vec::new();
+        if format::check_file_header(&data).is_ok() {
+            for item in format::scan(&data) {
+                match item {
+                    Item::Record { offset, .. } => offsets.push(offset),
+                    Item::Corrupt { .. } => self.counts.corrupt += 1,
+                    Item::Torn { .. } => self.counts.torn += 1,
+                }
+            }
+        }
+        self.replaying = Some(Replaying {
+            id,
+            data,
+            offsets,
+            next: 0,
+        });
+    }
+
+    /// When the process ends: what was not handed out of the file being replayed is copied
+    /// to the spool, so that the file can go; files are synced, then closed.
+    pub fn close(&mut self) {
+        if let Some(r) = self.replaying.take() {
+            let id = r.id;
+            let mut copied = 0u64;
+            for &offset in &r.offsets[r.next..] {
+                let Some(mut record) = record_at(&r.data, offset) else {
+                    continue;
+                };
+                record.flags |= format::FLAG_REPLAYED;
+                if self.append(Kind::Spool, &record).is_err() {
+                    // The file stays, and is adopted whole later: duplicates, not losses.
+                    copied = u64::MAX;
+                    break;
+                }
+                copied += 1;
+            }
+            if copied != u64::MAX {
+                if let Some(seg) = self.segments.get_mut(&id) {
+                    seg.issued += copied;
+                    seg.resolved += copied;
+                    seg.copied |= copied > 0;
+                    seg.sealed = true;
+                    if seg.resolved >= seg.issued {
+                        self.remove(id);
+                    }
+                }
+            }
+        }
+        if let Some(id) = self.journal {
+            self.seal(id);
+        }
+        self.sync();
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.syncer.stop();
+    }
+}
+
+/// The good record at `offset` of a file's bytes.
+fn record_at(data: &[u8], offset: usize) -> Option<Record<'_>> {
+    // `scan` starts after a file header it does not check: start it just before `offset`.
+    let from = offset.checked_sub(format::FILE_HEADER_LEN)?;
+    match format::scan(&data[from..]).next()? {
+        Item::Record { record, .. } => Some(record),
+        _ => None,
+    }
+}
+
+fn read_all(file: &mut File) -> io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    file.seek(SeekFrom::Start(0))?;
+    file.read_to_end(&mut data)?;
+    file.seek(SeekFrom::End(0))?;
+    Ok(data)
+}
+
+fn classify(e: io::Error) -> AppendError {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => AppendError::NoSpace,
+        _ => AppendError::Io(e),
+    }
+}
+
+enum Job {
+    Sync(Vec<File>),
+    Remove {
+        sync: Vec<File>,
+        path: PathBuf,
+        locked: Option<Locked>,
+    },
+}
+
+/// The thread that syncs and removes files, so that the worker never waits for storage.
+struct Syncer {
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start() -> Syncer {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("kafka-spool".into())
+            .spawn(move || {
+                for job in rx {
+                    match job {
+                        Job::Sync(files) => {
+                            for f in files {
+                                let _ = f.sync_data();
+                            }
+                        }
+                        Job::Remove { sync, path, locked } => {
+                            for f in sync {
+                                let _ = f.sync_data();
+                            }
+                            let _ = std::fs::remove_file(&path);
+                            // The lock goes with the file, after it is gone.
+                            drop(locked);
+                        }
+                    }
+                }
+            })
+            .ok();
+        Syncer {
+            tx: thread.as_ref().map(|_| tx),
+            thread,
+        }
+    }
+
+    fn send(&self, job: Job) {
+        match &self.tx {
+            Some(tx) => {
+                if let Err(mpsc::SendError(job)) = tx.send(job) {
+                    run_now(job);
+                }
+            }
+            None => run_now(job),
+        }
+    }
+
+    /// Finishes what was sent, then ends the thread.
+    fn stop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Without a thread (it could not start): the job runs on the caller's thread.
+fn run_now(job: Job) {
+    match job {
+        Job::Sync(files) => files.iter().for_each(|f| drop(f.sync_data())),
+        Job::Remove { sync, path, locked } => {
+            sync.iter().for_each(|f| drop(f.sync_data()));
+            let _ = std::fs::remove_file(path);
+            drop(locked);
+        }
+    }
+}
