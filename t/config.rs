@@ -268,3 +268,84 @@ fn metrics_directives() {
         r#""statistics.interval.ms" cannot be 0"#,
     );
 }
+
+#[test]
+fn delivery_spool_and_header_directives() {
+    let dir = TempDir::new("config-spool");
+    let spool = format!("kafka_spool {} max_size=10m fsync=100ms replay_rate=500;", dir.0.display());
+    let (ok, out) = config_test(&conf_with(
+        &format!("{spool} kafka_header id $request_id; kafka_header src nginx;"),
+        "location = /q { kafka_ingest; kafka_topic t; kafka_delivery queued; } \
+         location = /d { kafka_ingest; kafka_topic t; kafka_delivery durable; } \
+         location = /a { kafka_ingest; kafka_topic t; kafka_delivery acked; kafka_ack_timeout 2s; \
+                         kafka_header other $uri; }",
+    ));
+    assert!(ok, "{out}");
+    // Durable needs somewhere to write; acked does not.
+    rejects(
+        "",
+        "location = /d { kafka_ingest; kafka_topic t; kafka_delivery durable; }",
+        r#""kafka_delivery durable" requires "kafka_spool""#,
+    );
+    let (ok, out) = config_test(&conf_with(
+        "",
+        "location = /a { kafka_ingest; kafka_topic t; kafka_delivery acked; }",
+    ));
+    assert!(ok, "{out}");
+    rejects(
+        "",
+        "location = /d { kafka_ingest; kafka_topic t; kafka_delivery maybe; }",
+        r#"invalid value "maybe" in "#,
+    );
+    rejects(
+        "kafka_spool /nonexistent/spool;",
+        INGEST,
+        r#""kafka_spool" path "/nonexistent/spool": No such file or directory"#,
+    );
+    rejects(
+        &format!("kafka_spool {} max_size=lots;", dir.0.display()),
+        INGEST,
+        r#"invalid value "max_size=lots" in "kafka_spool" directive"#,
+    );
+    rejects(
+        &format!("kafka_spool {} fsync=never;", dir.0.display()),
+        INGEST,
+        r#"invalid value "fsync=never" in "kafka_spool" directive"#,
+    );
+    rejects(
+        &format!("kafka_spool {} speed=1;", dir.0.display()),
+        INGEST,
+        r#"invalid value "speed=1" in "kafka_spool" directive"#,
+    );
+    rejects(
+        &format!("{spool} {spool}"),
+        INGEST,
+        r#""kafka_spool" directive is duplicate"#,
+    );
+    rejects(
+        "kafka_header \"bad name\" x;",
+        INGEST,
+        r#"invalid value "bad name" in "kafka_header" directive"#,
+    );
+    rejects(
+        "kafka_header id a; kafka_header id b;",
+        INGEST,
+        r#"duplicate header "id" in "kafka_header" directive"#,
+    );
+    // Replay must know what was acknowledged, and when a broker is up.
+    rejects(
+        &format!("{spool} kafka_option delivery.report.only.error true;"),
+        INGEST,
+        r#""kafka_spool" replays what was not acknowledged: "delivery.report.only.error" cannot be "true""#,
+    );
+    rejects(
+        "kafka_option delivery.report.only.error true;",
+        "location = /a { kafka_ingest; kafka_topic t; kafka_delivery acked; }",
+        r#""kafka_delivery acked" waits for acknowledgements"#,
+    );
+    rejects(
+        &format!("{spool} kafka_option statistics.interval.ms 0;"),
+        INGEST,
+        r#""kafka_spool" needs librdkafka's statistics"#,
+    );
+}

@@ -1,7 +1,7 @@
 //! Reads, exports and replays spool directories (docs/spool-format.md), and replays the
 //! error log's `message not delivered` lines. `kafka-spool --help` says how.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
@@ -629,6 +629,8 @@ fn export(options: &Options) -> i32 {
 struct Reports {
     batches: Mutex<BTreeMap<usize, (u64, u64)>>,
     errors: Mutex<BTreeMap<String, u64>>,
+    /// librdkafka's messages already printed: a broker that is down repeats them.
+    printed: Mutex<BTreeSet<String>>,
 }
 
 impl Reports {
@@ -651,6 +653,14 @@ impl Reports {
             .or_default() += 1;
     }
 
+    /// Prints librdkafka's `message` once.
+    fn print(&self, message: String) {
+        let mut printed = self.printed.lock().unwrap_or_else(|e| e.into_inner());
+        if printed.len() < 100 && printed.insert(message.clone()) {
+            eprintln!("kafka-spool: librdkafka: {message}");
+        }
+    }
+
     fn batch(&self, batch: usize) -> (u64, u64) {
         let batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
         batches.get(&batch).copied().unwrap_or_default()
@@ -664,12 +674,12 @@ impl ClientContext for Reports {
             level,
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical
         ) {
-            eprintln!("kafka-spool: librdkafka: {fac}: {message}");
+            self.print(format!("{fac}: {message}"));
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        eprintln!("kafka-spool: librdkafka: {error}: {reason}");
+        self.print(format!("{error}: {reason}"));
     }
 }
 

@@ -108,6 +108,9 @@ pub struct Store {
 /// The largest file this store writes before it starts another.
 const SEGMENT_MAX: u64 = 64 << 20;
 const SEGMENT_MIN: u64 = 1 << 20;
+/// Journals are kept small: a journal left by a worker that died is replayed whole, and
+/// what it holds that was delivered already comes twice.
+const JOURNAL_MAX: u64 = 4 << 20;
 
 impl Store {
     pub fn new(settings: Settings, pid: u32) -> Store {
@@ -227,7 +230,11 @@ impl Store {
             _ => self.spool,
         };
         if let Some(id) = slot {
-            if self.segments[&id].bytes + len <= self.segment_max {
+            let max = match kind {
+                Kind::Journal => self.segment_max.min(JOURNAL_MAX),
+                _ => self.segment_max,
+            };
+            if self.segments[&id].bytes + len <= max {
                 return Ok(id);
             }
             self.seal(id);

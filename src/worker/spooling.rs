@@ -62,6 +62,22 @@ impl Spooling {
                 &format!("kafka_spool \"{}\" cannot be read: {e}", conf.path.display()),
             );
         }
+        // `nginx -t` runs as another user than the workers (`user`): say it now, not at
+        // the first event.
+        if let Ok(path) = std::ffi::CString::new(conf.path.as_os_str().as_encoded_bytes()) {
+            // SAFETY: a NUL-terminated path; access(2) only reads it.
+            if unsafe { libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+                let e = std::io::Error::last_os_error();
+                log_limited(
+                    NGX_LOG_CRIT as ngx_uint_t,
+                    log,
+                    &format!(
+                        "kafka_spool \"{}\" is not writable by this worker: {e}",
+                        conf.path.display()
+                    ),
+                );
+            }
+        }
         let now = now_ms();
         Spooling {
             store,
