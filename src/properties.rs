@@ -63,6 +63,8 @@ pub fn producer_config(
     // What a fast stop (TERM) must log inside the master's kill window: 1 GiB (librdkafka's
     // default) cannot be written in time; 128 MiB can, with room to spare.
     config.set("queue.buffering.max.kbytes", "131072");
+    // What Java clients use: one key lands on the same partition whoever produced it.
+    config.set("partitioner", "murmur2_random");
     for (name, value) in options {
         config.set(name, value);
     }

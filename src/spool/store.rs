@@ -376,10 +376,16 @@ impl Store {
     pub fn replay(&mut self, max: usize, mut produce: impl FnMut(&Record<'_>, u32) -> bool) -> usize {
         let mut handed = 0;
         while handed < max {
-            if self.replaying.is_none() && !self.open_next() {
-                break;
+            if self.replaying.is_none() {
+                // Nothing open: open the next file (false: none left), or try another.
+                if !self.open_next() {
+                    break;
+                }
+                continue;
             }
-            let r = self.replaying.as_mut().expect("a file being replayed");
+            let Some(r) = self.replaying.as_mut() else {
+                break;
+            };
             let Some(&offset) = r.offsets.get(r.next) else {
                 // Every record was handed out: the file goes once they are resolved.
                 let id = r.id;
@@ -482,6 +488,11 @@ impl Store {
     }
 
     fn start_replay(&mut self, id: u32, data: Vec<u8>) {
+        // From now on the file counts what replay hands out, not what was written to it.
+        if let Some(seg) = self.segments.get_mut(&id) {
+            seg.issued = 0;
+            seg.resolved = 0;
+        }
         let mut offsets = Vec::new();
         if format::check_file_header(&data).is_ok() {
             for item in format::scan(&data) {
@@ -643,5 +654,160 @@ fn run_now(job: Job) {
             let _ = std::fs::remove_file(path);
             drop(locked);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn store(d: &Path, pid: u32) -> Store {
+        Store::new(
+            Settings {
+                dir: d.to_path_buf(),
+                max_size: 1 << 30,
+                fsync: true,
+            },
+            pid,
+        )
+    }
+
+    fn record(value: &[u8]) -> Record<'_> {
+        Record {
+            flags: 0,
+            timestamp_ms: 1,
+            reason: b"",
+            topic: b"t",
+            key: Some(b"k"),
+            headers: vec![(b"id", Some(value))],
+            value,
+        }
+    }
+
+    fn names(d: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Hands out everything replay has now, resolving each as delivered.
+    fn replay_all(s: &mut Store) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let mut ids = Vec::new();
+        while s.replay(100, |r, id| {
+            got.push(r.value.to_vec());
+            ids.push(id);
+            true
+        }) > 0
+        {}
+        for id in ids {
+            s.resolve(id, false);
+        }
+        s.replay(100, |_, _| true);
+        got
+    }
+
+    #[test]
+    fn a_journal_goes_once_its_records_are_resolved() {
+        let d = dir("journal");
+        let mut s = store(&d, 1);
+        let ids: Vec<u32> = (0..3)
+            .map(|i| s.append(Kind::Journal, &record(&[b'a' + i])).unwrap())
+            .collect();
+        assert_eq!(names(&d).len(), 1);
+        for id in &ids[..2] {
+            s.resolve(*id, false);
+        }
+        s.close();
+        assert_eq!(names(&d).len(), 1, "one record is not resolved yet");
+        s.resolve(ids[2], false);
+        drop(s);
+        assert!(names(&d).is_empty(), "{:?}", names(&d));
+    }
+
+    #[test]
+    fn a_spool_file_goes_once_replayed_and_acknowledged() {
+        let d = dir("spool");
+        let mut s = store(&d, 1);
+        s.append(Kind::Spool, &record(b"one")).unwrap();
+        s.append(Kind::Spool, &record(b"two")).unwrap();
+        assert!(s.replay_pending());
+        assert_eq!(replay_all(&mut s), vec![b"one".to_vec(), b"two".to_vec()]);
+        assert!(!s.replay_pending());
+        drop(s);
+        assert!(names(&d).is_empty(), "{:?}", names(&d));
+    }
+
+    #[test]
+    fn files_of_a_process_that_ended_are_adopted_once() {
+        let d = dir("adopt");
+        let mut a = store(&d, 1);
+        a.append(Kind::Spool, &record(b"from-a")).unwrap();
+        a.append(Kind::Journal, &record(b"journal-a")).unwrap();
+        let mut b = store(&d, 2);
+        b.scan().unwrap();
+        // A holds its files: B cannot take them.
+        assert!(replay_all(&mut b).is_empty());
+        drop(a);
+        b.scan().unwrap();
+        let mut got = replay_all(&mut b);
+        got.sort();
+        assert_eq!(got, vec![b"from-a".to_vec(), b"journal-a".to_vec()]);
+        assert_eq!(b.counts.adopted, 2);
+        drop(b);
+        assert!(names(&d).is_empty(), "{:?}", names(&d));
+    }
+
+    #[test]
+    fn what_replay_did_not_hand_out_is_kept_at_close() {
+        let d = dir("close");
+        let mut a = store(&d, 1);
+        for v in [&b"x1"[..], b"x2", b"x3"] {
+            a.append(Kind::Spool, &record(v)).unwrap();
+        }
+        let mut ids = Vec::new();
+        a.replay(1, |_, id| {
+            ids.push(id);
+            true
+        });
+        a.resolve(ids[0], false);
+        a.close();
+        drop(a);
+        let mut b = store(&d, 2);
+        b.scan().unwrap();
+        assert_eq!(replay_all(&mut b), vec![b"x2".to_vec(), b"x3".to_vec()]);
+        drop(b);
+        assert!(names(&d).is_empty(), "{:?}", names(&d));
+    }
+
+    #[test]
+    fn the_cap_refuses_and_counts() {
+        let d = dir("cap");
+        let mut s = Store::new(
+            Settings {
+                dir: d.clone(),
+                max_size: 200,
+                fsync: false,
+            },
+            1,
+        );
+        let mut refused = 0;
+        for i in 0..10u8 {
+            if let Err(AppendError::Cap) = s.append(Kind::Spool, &record(&[i; 20])) {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0 && refused < 10, "{refused}");
+        assert_eq!(s.counts.refused, refused);
     }
 }
