@@ -66,13 +66,18 @@ fn module_under_memcheck() {
         cluster.create_topic(t, 2, 1).unwrap();
     }
     let brokers = cluster.bootstrap_servers();
+    let spool = TempDir::new("memcheck-spool");
     let conf = conf_with(
-        "kafka_flush_timeout 2s;\n\
+        &format!("kafka_spool {} fsync=100ms;\n\
+         kafka_header id $request_id;\n\
+         kafka_flush_timeout 2s;\n\
          log_format kafka '$kafka_result $kafka_topic $kafka_key $kafka_bytes';\n\
          access_log logs/kafka.log kafka;\n\
          kafka_option message.timeout.ms 3000;\n\
-         kafka_option linger.ms 5;",
+         kafka_option linger.ms 5;", spool.0.display()),
         "location = /in { kafka_ingest; kafka_topic mc; kafka_key $arg_uid; }\n\
+         location = /d { kafka_ingest; kafka_topic mc; kafka_delivery durable; }\n\
+         location = /a { kafka_ingest; kafka_topic mc; kafka_delivery acked; kafka_ack_timeout 1s; }\n\
          location = /var {\n\
            kafka_ingest;\n\
            kafka_topic $http_topic;\n\
@@ -132,6 +137,12 @@ fn module_under_memcheck() {
         assert_eq!(http.post("/var", "mc-var", body.as_bytes()).status, 204);
         accepted += 2;
     }
+    // Durable and acknowledged delivery.
+    for i in 0..10 {
+        assert_eq!(http.post("/d", "", format!("d-{i}").as_bytes()).status, 204);
+        assert_eq!(http.post("/a", "", format!("a-{i}").as_bytes()).status, 204);
+        accepted += 2;
+    }
     // Temp-file bodies, chunked bodies, refusals of every kind.
     let big = vec![b'x'; 40_000];
     assert_eq!(http.request("POST", "/small", &[], &big).status, 204);
@@ -157,16 +168,29 @@ fn module_under_memcheck() {
             200
         );
     }
-    // An outage: these fail after message.timeout.ms and are logged.
+    // An outage: these fail after message.timeout.ms and are spooled, then replayed.
     cluster.broker_down(1).unwrap();
     for i in 0..10 {
         assert_eq!(
             http.post("/in", "", format!("down-{i}").as_bytes()).status,
             204
         );
+        assert_eq!(http.post("/d", "", format!("down-d-{i}").as_bytes()).status, 204);
+    }
+    // Acknowledged: the wait ends; a client that goes away while it waits.
+    assert_eq!(http.post("/a", "", b"down-a").status, 503);
+    for i in 0..3 {
+        let mut gone = std::net::TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();
+        let request = format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\ngone-a-{i}"
+        );
+        std::io::Write::write_all(&mut gone, request.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        drop(gone);
     }
     std::thread::sleep(Duration::from_secs(5));
     cluster.broker_up(1).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
     // The metrics in both forms, readiness.
     for path in ["/metrics", "/metrics?format=json", "/ready"] {
         let r = http.request("GET", path, &[], b"");
@@ -181,6 +205,8 @@ fn module_under_memcheck() {
     nginx.quit();
     let log = nginx.logs();
     assert!(log.contains("kafka: producer stopped"), "{log}");
+    assert!(log.contains("are spooled to"), "{log}");
+    assert!(log.contains("replayed"), "{log}");
 
     let report = std::fs::read_to_string(&vlog).unwrap_or_default();
     let summary = report
