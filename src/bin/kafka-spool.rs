@@ -69,7 +69,7 @@ export DIR [--dead]
   a null header value is null; timestamp is Unix milliseconds (0: unknown); flags are
   \"possibly_delivered\" and \"replayed\". Journal and spool files; --dead adds the
   dead-letter files. Counts of files, records, corrupt regions and torn tails go to stderr.
-  Files are read without taking their locks.
+  Files are read without taking their locks. Exit status 1 if a file could not be read.
 
 replay DIR --brokers LIST [-X prop=value]... [--keep] [--dead] [--rate N]
   Produces the records of the journal and spool files (and the dead-letter files with
@@ -158,13 +158,17 @@ impl Options {
                 "--json" => options.json = true,
                 "--dead" => options.dead = true,
                 "--keep" => options.keep = true,
-                "--brokers" => options.brokers = Some(args.next().unwrap_or_else(|| usage()).clone()),
+                "--brokers" => {
+                    options.brokers = Some(args.next().unwrap_or_else(|| usage()).clone())
+                }
                 "-X" => {
                     let property = args.next().unwrap_or_else(|| usage());
                     let Some((name, value)) = property.split_once('=') else {
                         die(&format!("-X {property:?}: expected prop=value"));
                     };
-                    options.properties.push((name.to_string(), value.to_string()));
+                    options
+                        .properties
+                        .push((name.to_string(), value.to_string()));
                 }
                 "--rate" => {
                     let value = args.next().unwrap_or_else(|| usage());
@@ -188,7 +192,10 @@ impl Options {
 }
 
 fn usage() -> ! {
-    eprint!("{}", HELP.split("\n\n").take(2).collect::<Vec<_>>().join("\n\n"));
+    eprint!(
+        "{}",
+        HELP.split("\n\n").take(2).collect::<Vec<_>>().join("\n\n")
+    );
     eprintln!("\n\nkafka-spool --help tells more.");
     std::process::exit(2)
 }
@@ -203,8 +210,7 @@ fn die(message: &str) -> ! {
 
 /// The spool files of `dir`, oldest first, without dead-letter files unless `dead`.
 fn spool_files(dir: &Path, dead: bool) -> Vec<(Name, u64)> {
-    let mut listed =
-        files::list(dir).unwrap_or_else(|e| die(&format!("{}: {e}", dir.display())));
+    let mut listed = files::list(dir).unwrap_or_else(|e| die(&format!("{}: {e}", dir.display())));
     listed.retain(|(name, _)| dead || name.kind != Kind::Dead);
     listed
 }
@@ -260,11 +266,14 @@ impl Serialize for Bytes<'_> {
 
 /// Standard base64 with padding (RFC 4648).
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -365,7 +374,9 @@ fn inspect(options: &Options) -> i32 {
                     for item in format::scan(&bytes) {
                         summary.add(&item);
                         if let Item::Record { len, record, .. } = item {
-                            for (map, key) in [(&mut topics, record.topic), (&mut reasons, record.reason)] {
+                            for (map, key) in
+                                [(&mut topics, record.topic), (&mut reasons, record.reason)]
+                            {
                                 let entry = map.entry(key.to_vec()).or_default();
                                 entry.0 += 1;
                                 entry.1 += len as u64;
@@ -459,7 +470,12 @@ fn inspect_table(
     reasons: &[(Vec<u8>, u64, u64)],
 ) -> String {
     let time = |t: Option<i64>| t.map_or_else(|| "-".to_string(), utc);
-    let width = reports.iter().map(|r| r.file.len()).max().unwrap_or(4).max(4);
+    let width = reports
+        .iter()
+        .map(|r| r.file.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -574,10 +590,7 @@ fn export(options: &Options) -> i32 {
         files += 1;
         for item in format::scan(&bytes) {
             totals.add(&item);
-            let Item::Record {
-                offset, record, ..
-            } = item
-            else {
+            let Item::Record { offset, record, .. } = item else {
                 continue;
             };
             let line = ExportLine {
@@ -970,15 +983,13 @@ fn parse_failure(mut line: &[u8]) -> Result<Failure, String> {
         match name {
             "topic" => once(&mut topic, value)?,
             "error" => once(&mut error, value)?,
-            "key" => {
-                if failure.key.replace(value).is_some() {
-                    return Err("key twice".to_string());
-                }
-            }
-            "header" => failure.headers.push(match value.iter().position(|&b| b == b'=') {
-                Some(eq) => (value[..eq].to_vec(), Some(value[eq + 1..].to_vec())),
-                None => (value, None),
-            }),
+            "key" => once(&mut failure.key, value)?,
+            "header" => failure
+                .headers
+                .push(match value.iter().position(|&b| b == b'=') {
+                    Some(eq) => (value[..eq].to_vec(), Some(value[eq + 1..].to_vec())),
+                    None => (value, None),
+                }),
             "partition" => {
                 let text = std::str::from_utf8(&value).unwrap_or_default();
                 let partition = text
@@ -1109,8 +1120,8 @@ fn replay_log(options: &Options) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::failure_line::failure_line;
+    use super::*;
 
     const PREFIX: &[u8] = b"2026/11/23 20:49:37 [error] 4242#4242: *17 ";
     const SUFFIX: &[u8] =
@@ -1157,7 +1168,10 @@ mod tests {
             headers: vec![
                 (b"trace".to_vec(), Some(b"a=b=c".to_vec())),
                 // Split at the first `=`: a name cannot hold one, a value can.
-                (b"h payload".to_vec(), Some(b"=\" payload=\"\x00\xff\\\"".to_vec())),
+                (
+                    b"h payload".to_vec(),
+                    Some(b"=\" payload=\"\x00\xff\\\"".to_vec()),
+                ),
             ],
             possibly_delivered: true,
             payload: b"{\"a\":\"x\ny\"} payload=\"zz\" \xff\x7f\\".to_vec(),

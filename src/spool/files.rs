@@ -166,7 +166,7 @@ pub fn list(dir: &Path) -> io::Result<Vec<(Name, u64)>> {
             Err(e) => return Err(e),
         }
     }
-    files.sort_by(|(a, _), (b, _)| (a.age_key(), a.kind).cmp(&(b.age_key(), b.kind)));
+    files.sort_by_key(|(name, _)| (name.age_key(), name.kind));
     Ok(files)
 }
 
@@ -209,8 +209,8 @@ fn lock(file: &File) -> io::Result<bool> {
     lock.l_whence = libc::SEEK_SET as libc::c_short;
     lock.l_start = 0;
     lock.l_len = 0; // to the end of the file, however long it grows
-    // SAFETY: the descriptor is open for as long as `file` lives, and `lock` is a valid
-    // `flock` that fcntl only reads.
+                    // SAFETY: the descriptor is open for as long as `file` lives, and `lock` is a valid
+                    // `flock` that fcntl only reads.
     let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
     if rc == 0 {
         return Ok(true);
@@ -362,7 +362,7 @@ mod tests {
 
     #[test]
     fn oldest_first() {
-        let mut names = vec![
+        let mut names = [
             name("b", 1, 200, 1, Kind::Spool),
             name("a", 2, 100, 2, Kind::Spool),
             name("a", 2, 100, 1, Kind::Spool),
@@ -436,7 +436,9 @@ mod tests {
         drop(first);
         let again = try_lock(&path).unwrap().expect("released when dropped");
         assert_eq!(again.path, path);
-        assert!(try_lock(&dir.0.join("gone.1.1.00000001.spool")).unwrap().is_none());
+        assert!(try_lock(&dir.0.join("gone.1.1.00000001.spool"))
+            .unwrap()
+            .is_none());
     }
 
     #[test]

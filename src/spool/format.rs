@@ -258,10 +258,11 @@ impl<'a> Iterator for Scan<'a> {
     }
 }
 
-/// The good record at `at` and its framed length, if there is one: magic, length, trailer,
-/// checksum and body fields all agree, and it ends within the file.
-fn record_at(file: &[u8], at: usize) -> Option<(usize, Record<'_>)> {
-    let rest = &file[at..];
+/// The good record at offset `at` of `file` and its framed length, if there is one: magic,
+/// length, trailer, checksum and body fields all agree, and it ends within the file. For
+/// reading one record back by the offset `scan` gave, without walking the file.
+pub fn record_at(file: &[u8], at: usize) -> Option<(usize, Record<'_>)> {
+    let rest = file.get(at..)?;
     if rest.len() < FRAME_HEAD + MIN_BODY + FRAME_TAIL || &rest[..4] != RECORD_MAGIC {
         return None;
     }
@@ -437,7 +438,10 @@ mod tests {
         assert_eq!(&header, b"NKSPOOL1\x01\0\0\0\0\0\0\0");
         assert_eq!(check_file_header(&header), Ok(()));
         assert_eq!(check_file_header(&header[..15]), Err(HeaderError::TooShort));
-        assert_eq!(check_file_header(b"NKSPOOL2\x01\0\0\0\0\0\0\0"), Err(HeaderError::BadMagic));
+        assert_eq!(
+            check_file_header(b"NKSPOOL2\x01\0\0\0\0\0\0\0"),
+            Err(HeaderError::BadMagic)
+        );
         assert_eq!(
             check_file_header(b"NKSPOOL1\x02\0\0\0\0\0\0\0"),
             Err(HeaderError::Version(2))
@@ -468,7 +472,11 @@ mod tests {
                 reason: b"_QUEUE_FULL",
                 topic: b"bytes",
                 key: Some(b""),
-                headers: vec![(b"", Some(b"")), (b"\xff\x00", None), (b"n", Some(b"\xc3\x28"))],
+                headers: vec![
+                    (b"", Some(b"")),
+                    (b"\xff\x00", None),
+                    (b"n", Some(b"\xc3\x28")),
+                ],
                 value: b"\x00\xff\xfe NKR1 \x80",
             },
         ];
@@ -648,6 +656,17 @@ mod tests {
         file[offsets[0] + 4] = 0xff;
         assert_eq!(records(&file), vec![sample(1), sample(2)]);
         assert_tiles(&file);
+    }
+
+    #[test]
+    fn one_record_by_its_offset() {
+        let (file, offsets) = file_of(&[sample(0), sample(1)]);
+        let len = sample(1).encoded_len();
+        assert_eq!(record_at(&file, offsets[1]), Some((len, sample(1))));
+        assert_eq!(record_at(&file, offsets[1] + 1), None);
+        assert_eq!(record_at(&file[..file.len() - 1], offsets[1]), None);
+        assert_eq!(record_at(&file, file.len()), None);
+        assert_eq!(record_at(&file, file.len() + 1), None);
     }
 
     #[test]

@@ -556,12 +556,7 @@ impl Drop for Store {
 
 /// The good record at `offset` of a file's bytes.
 fn record_at(data: &[u8], offset: usize) -> Option<Record<'_>> {
-    // `scan` starts after a file header it does not check: start it just before `offset`.
-    let from = offset.checked_sub(format::FILE_HEADER_LEN)?;
-    match format::scan(&data[from..]).next()? {
-        Item::Record { record, .. } => Some(record),
-        _ => None,
-    }
+    format::record_at(data, offset).map(|(_, record)| record)
 }
 
 fn read_all(file: &mut File) -> io::Result<Vec<u8>> {
