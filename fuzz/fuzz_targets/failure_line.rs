@@ -3,13 +3,15 @@
 
 use libfuzzer_sys::{arbitrary, fuzz_target};
 use nginx_kafka_fuzz::escape::log_unescape;
-use nginx_kafka_fuzz::failure_line::failure_line;
+use nginx_kafka_fuzz::failure_line::failure_line_with;
 
 #[derive(Debug, arbitrary::Arbitrary)]
 struct Message<'a> {
     topic: &'a str,
     partition: i32,
     key: Option<&'a [u8]>,
+    headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
+    possibly_delivered: bool,
     error: &'a str,
     payload: &'a [u8],
 }
@@ -21,6 +23,9 @@ struct Fields {
     partition: i32,
     error: Vec<u8>,
     key: Option<Vec<u8>>,
+    /// `NAME=VALUE`, or `NAME` for a null value, unescaped.
+    headers: Vec<Vec<u8>>,
+    possibly_delivered: bool,
     bytes: usize,
     payload: Vec<u8>,
 }
@@ -58,6 +63,17 @@ fn parse(line: &[u8]) -> Fields {
         }
         None => (None, rest),
     };
+    let mut headers = Vec::new();
+    let mut rest = rest;
+    while let Some(r) = rest.strip_prefix(b" header=\"") {
+        let (h, r) = quoted(r);
+        headers.push(h);
+        rest = r;
+    }
+    let (possibly_delivered, rest) = match rest.strip_prefix(b" possibly_delivered=1") {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
     let (bytes, rest) = number(expect(rest, " bytes="));
     let (payload, rest) = quoted(expect(rest, " payload=\""));
     assert!(rest.is_empty(), "nothing after the payload");
@@ -66,6 +82,8 @@ fn parse(line: &[u8]) -> Fields {
         partition,
         error,
         key,
+        headers,
+        possibly_delivered,
         bytes,
         payload,
     }
@@ -78,7 +96,23 @@ fn naive_payload(line: &[u8]) -> Option<Vec<u8>> {
 }
 
 fuzz_target!(|m: Message| {
-    let line = failure_line(m.topic, m.partition, m.key, m.error, m.payload);
+    // Header names are tokens (`kafka_header` refuses others): no `=`, no quote.
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    let headers: Vec<(&[u8], Option<&[u8]>)> = m
+        .headers
+        .iter()
+        .copied()
+        .filter(|(n, _)| !n.is_empty() && n.iter().all(token))
+        .collect();
+    let line = failure_line_with(
+        m.topic,
+        m.partition,
+        m.key,
+        &headers,
+        m.possibly_delivered,
+        m.error,
+        m.payload,
+    );
 
     assert!(!line.contains(&b'\n'), "one line");
     assert!(
@@ -95,6 +129,14 @@ fuzz_target!(|m: Message| {
             partition: m.partition,
             error: m.error.as_bytes().to_vec(),
             key: m.key.map(<[u8]>::to_vec),
+            headers: headers
+                .iter()
+                .map(|(n, v)| match v {
+                    Some(v) => [*n, b"=", v].concat(),
+                    None => n.to_vec(),
+                })
+                .collect(),
+            possibly_delivered: m.possibly_delivered,
             bytes: m.payload.len(),
             payload: m.payload.to_vec(),
         }
@@ -105,7 +147,10 @@ fuzz_target!(|m: Message| {
     let marker = " payload=";
     let ambiguous = m.topic.ends_with(marker)
         || m.error.ends_with(marker)
-        || m.key.is_some_and(|k| k.ends_with(marker.as_bytes()));
+        || m.key.is_some_and(|k| k.ends_with(marker.as_bytes()))
+        || headers
+            .iter()
+            .any(|(n, v)| v.unwrap_or(n).ends_with(marker.as_bytes()));
     // A reader must parse left to right (as t/common does); a plain search for the marker
     // is only right when no other field ends in it.
     if !ambiguous {
