@@ -140,6 +140,36 @@ pub struct WorkerGauges {
     pub last_error: Option<LastError>,
     /// From the last statistics.
     pub brokers: Vec<Broker>,
+    /// The worker's part of the `kafka_spool` directory; `None` without one.
+    pub spool: Option<SpoolGauges>,
+}
+
+/// What one worker's spool holds and has done. The counts are this process's (the spool
+/// store's `Counts`): they start from zero with each worker, like its other series.
+///
+/// Plain `u64`s in C layout: the zone copies it into shared memory as it is.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct SpoolGauges {
+    /// Bytes in the spool directory as this worker last saw it (its last listing, plus what
+    /// it wrote since): every worker's files, not only its own.
+    pub bytes: u64,
+    /// This worker's files holding records not yet resolved.
+    pub files: u64,
+    /// Records written to the journal (`durable` events) and to the spool.
+    pub journaled: u64,
+    pub spooled: u64,
+    /// Records handed out for replay.
+    pub replayed: u64,
+    /// Records written to the dead-letter file.
+    pub dead: u64,
+    /// Appends refused: the cap, a full disk or an error.
+    pub refused: u64,
+    /// Damaged regions, and torn tails (a write cut short), skipped in files being replayed.
+    pub corrupt: u64,
+    pub torn: u64,
+    /// Files of processes that are gone, taken over for replay.
+    pub adopted: u64,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]

@@ -9,7 +9,9 @@ use std::io::Write;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-use super::{Broker, CounterSet, ProducerState, Snapshot, WorkerGauges, ZoneUsage, RESULTS};
+use super::{
+    Broker, CounterSet, ProducerState, Snapshot, SpoolGauges, WorkerGauges, ZoneUsage, RESULTS,
+};
 
 /// The `Content-Type` of `prometheus`'s output.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -165,6 +167,78 @@ pub fn prometheus(s: &Snapshot, out: &mut Vec<u8>) {
             t.sample(&labels, Value::Int(e.time));
         }
     }
+    // Only workers with a `kafka_spool`. The counts are the process's, like the brokers'
+    // request errors: a new worker starts new series (another `pid`).
+    let spool: [Family<SpoolGauges>; 10] = [
+        (
+            "nginx_kafka_spool_bytes",
+            GAUGE,
+            "Bytes in the spool directory (every worker's files) as the worker last saw it.",
+            |s| s.bytes,
+        ),
+        (
+            "nginx_kafka_spool_files",
+            GAUGE,
+            "The worker's spool files that hold records not yet resolved.",
+            |s| s.files,
+        ),
+        (
+            "nginx_kafka_spool_journaled_total",
+            COUNTER,
+            "Events written to the worker's journal (durable locations).",
+            |s| s.journaled,
+        ),
+        (
+            "nginx_kafka_spool_spooled_total",
+            COUNTER,
+            "Records written to the spool: events not delivered or not queued, failed replays.",
+            |s| s.spooled,
+        ),
+        (
+            "nginx_kafka_spool_replayed_total",
+            COUNTER,
+            "Spooled records handed to the producer again.",
+            |s| s.replayed,
+        ),
+        (
+            "nginx_kafka_spool_dead_letter_total",
+            COUNTER,
+            "Records written to the dead-letter file: they can never be delivered.",
+            |s| s.dead,
+        ),
+        (
+            "nginx_kafka_spool_refused_total",
+            COUNTER,
+            "Writes the spool refused: its max_size, a full disk or an error.",
+            |s| s.refused,
+        ),
+        (
+            "nginx_kafka_spool_corrupt_total",
+            COUNTER,
+            "Damaged regions skipped in spool files being replayed.",
+            |s| s.corrupt,
+        ),
+        (
+            "nginx_kafka_spool_torn_total",
+            COUNTER,
+            "Torn tails (a write cut short) skipped in spool files being replayed.",
+            |s| s.torn,
+        ),
+        (
+            "nginx_kafka_spool_adopted_total",
+            COUNTER,
+            "Spool files of processes that are gone, taken over by the worker to replay.",
+            |s| s.adopted,
+        ),
+    ];
+    for (name, kind, help, value) in spool {
+        t.family(name, kind, help);
+        for w in &s.workers {
+            if let Some(spool) = &w.spool {
+                t.sample(&worker_labels(w), Value::Int(value(spool)));
+            }
+        }
+    }
 
     t.family(
         "nginx_kafka_broker_up",
@@ -210,6 +284,8 @@ pub fn prometheus(s: &Snapshot, out: &mut Vec<u8>) {
 ///    "accepted_bytes":N,"delivered":N,"failed":N}}},
 ///  "workers":[{"worker":0,"pid":123,"state":"up","queue":{"messages":..,"bytes":..,
 ///    "max_messages":..,"max_bytes":..},"in_flight":..,"last_error":null|{"name":..,"time":..},
+///    "spool":null|{"bytes":..,"files":..,"journaled":..,"spooled":..,"replayed":..,
+///      "dead_letter":..,"refused":..,"corrupt":..,"torn":..,"adopted":..},
 ///    "brokers":[{"name":..,"node_id":..,"state":..,"up":true,"rtt_seconds":..,
 ///      "throttle_seconds":..,"request_errors":..}]}]}
 /// ```
@@ -467,6 +543,7 @@ impl Serialize for Workers<'_> {
                 name: &e.name,
                 time: e.time,
             }),
+            spool: w.spool.map(JsonSpool::from),
             brokers: Brokers(&w.brokers),
         }))
     }
@@ -480,6 +557,7 @@ struct JsonWorker<'a> {
     queue: JsonQueue,
     in_flight: u64,
     last_error: Option<JsonLastError<'a>>,
+    spool: Option<JsonSpool>,
     brokers: Brokers<'a>,
 }
 
@@ -495,6 +573,38 @@ struct JsonQueue {
 struct JsonLastError<'a> {
     name: &'a str,
     time: u64,
+}
+
+/// Named like the Prometheus families, without `nginx_kafka_spool_` and `_total`.
+#[derive(Serialize)]
+struct JsonSpool {
+    bytes: u64,
+    files: u64,
+    journaled: u64,
+    spooled: u64,
+    replayed: u64,
+    dead_letter: u64,
+    refused: u64,
+    corrupt: u64,
+    torn: u64,
+    adopted: u64,
+}
+
+impl From<SpoolGauges> for JsonSpool {
+    fn from(s: SpoolGauges) -> Self {
+        JsonSpool {
+            bytes: s.bytes,
+            files: s.files,
+            journaled: s.journaled,
+            spooled: s.spooled,
+            replayed: s.replayed,
+            dead_letter: s.dead,
+            refused: s.refused,
+            corrupt: s.corrupt,
+            torn: s.torn,
+            adopted: s.adopted,
+        }
+    }
 }
 
 struct Brokers<'a>(&'a [Broker]);
@@ -592,6 +702,7 @@ mod tests {
                         broker("127.0.0.1:9092/1", 1, "UP"),
                         broker("127.0.0.1:9092/bootstrap", -1, "APIVERSION_QUERY"),
                     ],
+                    spool: Some(spool()),
                 },
                 WorkerGauges {
                     worker: 0,
@@ -600,6 +711,21 @@ mod tests {
                     ..WorkerGauges::default()
                 },
             ],
+        }
+    }
+
+    fn spool() -> SpoolGauges {
+        SpoolGauges {
+            bytes: 5 << 20,
+            files: 3,
+            journaled: 1000,
+            spooled: 40,
+            replayed: 30,
+            dead: 2,
+            refused: 1,
+            corrupt: 4,
+            torn: 5,
+            adopted: 6,
         }
     }
 
@@ -615,7 +741,7 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    const FAMILIES: [&str; 21] = [
+    const FAMILIES: [&str; 31] = [
         "nginx_kafka_requests_total",
         "nginx_kafka_accepted_bytes_total",
         "nginx_kafka_delivered_total",
@@ -632,6 +758,16 @@ mod tests {
         "nginx_kafka_queue_max_bytes",
         "nginx_kafka_in_flight_messages",
         "nginx_kafka_last_delivery_error_timestamp_seconds",
+        "nginx_kafka_spool_bytes",
+        "nginx_kafka_spool_files",
+        "nginx_kafka_spool_journaled_total",
+        "nginx_kafka_spool_spooled_total",
+        "nginx_kafka_spool_replayed_total",
+        "nginx_kafka_spool_dead_letter_total",
+        "nginx_kafka_spool_refused_total",
+        "nginx_kafka_spool_corrupt_total",
+        "nginx_kafka_spool_torn_total",
+        "nginx_kafka_spool_adopted_total",
         "nginx_kafka_broker_up",
         "nginx_kafka_broker_state",
         "nginx_kafka_broker_rtt_seconds",
@@ -791,6 +927,74 @@ mod tests {
     }
 
     #[test]
+    fn spool_gauges_of_workers_with_a_spool() {
+        let f = families(&prom(&rich()));
+        // The worker of pid 4300 has no spool: no samples.
+        for (name, v) in [
+            ("nginx_kafka_spool_bytes", "5242880"),
+            ("nginx_kafka_spool_files", "3"),
+            ("nginx_kafka_spool_journaled_total", "1000"),
+            ("nginx_kafka_spool_spooled_total", "40"),
+            ("nginx_kafka_spool_replayed_total", "30"),
+            ("nginx_kafka_spool_dead_letter_total", "2"),
+            ("nginx_kafka_spool_refused_total", "1"),
+            ("nginx_kafka_spool_corrupt_total", "4"),
+            ("nginx_kafka_spool_torn_total", "5"),
+            ("nginx_kafka_spool_adopted_total", "6"),
+        ] {
+            assert_eq!(
+                samples(&f, name),
+                [format!(r#"{{worker="0",pid="4242"}} {v}"#)],
+                "{name}"
+            );
+        }
+        // Two workers with a spool, one of them with nothing counted yet.
+        let mut s = rich();
+        s.workers[1].spool = Some(SpoolGauges::default());
+        let f = families(&prom(&s));
+        assert_eq!(
+            samples(&f, "nginx_kafka_spool_adopted_total"),
+            [
+                r#"{worker="0",pid="4242"} 6"#,
+                r#"{worker="0",pid="4300"} 0"#
+            ]
+        );
+        // No spool anywhere: no spool families at all.
+        let mut s = rich();
+        s.workers[0].spool = None;
+        let text = prom(&s);
+        assert!(!text.contains("nginx_kafka_spool_"), "{text}");
+    }
+
+    /// `promtool check metrics` (Prometheus's parser and linter) on every kind of sample,
+    /// where it is installed (`apt install prometheus`; the integration tests require it).
+    #[test]
+    fn promtool_reads_it_cleanly() {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        let Ok(mut child) = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("promtool not found: skipped");
+            return;
+        };
+        let mut s = rich();
+        s.workers[1].spool = Some(SpoolGauges::default());
+        let text = prom(&s);
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && said.is_empty(), "{said}\n{text}");
+    }
+
+    #[test]
     fn broker_gauges() {
         let f = families(&prom(&rich()));
         let b1 = r#"{worker="0",pid="4242",broker="127.0.0.1:9092/1",node_id="1""#;
@@ -910,6 +1114,10 @@ mod tests {
                     time: 9,
                 }),
                 brokers: vec![broker("h:9092/1", 1, "DOWN")],
+                spool: Some(SpoolGauges {
+                    dead: 11,
+                    ..spool()
+                }),
             }],
         };
         let zeros = |first: u64| {
@@ -933,6 +1141,8 @@ mod tests {
                 r#""ev":{{"requests":{{{}}},"accepted_bytes":50,"delivered":4,"failed":1}}}}}},"#,
                 r#""workers":[{{"worker":1,"pid":77,"state":"down","queue":{{"messages":1,"bytes":2,"#,
                 r#""max_messages":3,"max_bytes":4}},"in_flight":5,"last_error":{{"name":"_TRANSPORT","time":9}},"#,
+                r#""spool":{{"bytes":5242880,"files":3,"journaled":1000,"spooled":40,"replayed":30,"#,
+                r#""dead_letter":11,"refused":1,"corrupt":4,"torn":5,"adopted":6}},"#,
                 r#""brokers":[{{"name":"h:9092/1","node_id":1,"state":"DOWN","up":false,"#,
                 r#""rtt_seconds":0.000123,"throttle_seconds":0.005,"request_errors":7}}]}}]}}"#
             ),
@@ -964,6 +1174,9 @@ mod tests {
         );
         assert_eq!(v["workers"][0]["last_error"]["name"], "MSG_TIMED_OUT");
         assert!(v["workers"][1]["last_error"].is_null());
+        assert_eq!(v["workers"][0]["spool"]["dead_letter"], 2);
+        assert_eq!(v["workers"][0]["spool"].as_object().unwrap().len(), 10);
+        assert!(v["workers"][1]["spool"].is_null());
         assert_eq!(v["workers"][1]["state"], "exiting");
         assert_eq!(v["workers"][0]["brokers"][1]["node_id"], -1);
     }

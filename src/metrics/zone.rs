@@ -24,11 +24,12 @@ use core::ptr;
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use super::{
-    Broker, CounterSet, LastError, ProducerState, Snapshot, WorkerGauges, ZoneUsage, RESULTS,
+    Broker, CounterSet, LastError, ProducerState, Snapshot, SpoolGauges, WorkerGauges, ZoneUsage,
+    RESULTS,
 };
 
 /// Bumped whenever the layout changes: a zone with another layout is laid out anew.
-const MAGIC: u64 = 0x6b61_666b_615f_7a01;
+const MAGIC: u64 = 0x6b61_666b_615f_7a02;
 
 /// Worker gauge blocks: enough for the workers of a reload's old and new configurations,
 /// up to 32 workers. A worker that finds none free claims one once an old worker exits.
@@ -43,6 +44,8 @@ const STATE_MAX: usize = 32;
 const ERROR_MAX: usize = 48;
 /// The smallest zone that holds the header and a useful number of sets.
 pub const MIN_SIZE: usize = 256 * 1024;
+// The worker blocks take most of it: if they grow, this says whether MIN_SIZE must too.
+const _: () = assert!(Zone::capacity(MIN_SIZE) >= 160);
 
 /// Counters of a set, after the request results (indexed like `RESULTS`).
 pub const BYTES: usize = RESULTS.len();
@@ -124,6 +127,9 @@ struct WorkerData {
     last_error_len: u32,
     last_error: [u8; ERROR_MAX],
     brokers_len: u32,
+    /// Whether `spool` holds the worker's spool gauges (it has a `kafka_spool`).
+    has_spool: u32,
+    spool: SpoolGauges,
     brokers: [BrokerData; BROKERS_MAX],
 }
 
@@ -199,7 +205,7 @@ fn get(src: &[u8], len: u32) -> String {
 
 impl Zone {
     /// How many sets a zone of `size` bytes holds, the overflow set included.
-    pub fn capacity(size: usize) -> usize {
+    pub const fn capacity(size: usize) -> usize {
         size.saturating_sub(HEADER_BYTES) / size_of::<Slot>()
     }
 
@@ -553,6 +559,7 @@ fn read_worker(w: &WorkerSlot) -> Option<WorkerGauges> {
                 time: d.last_error_time,
             }),
             brokers,
+            spool: (d.has_spool != 0).then_some(d.spool),
         });
     }
     None
@@ -585,6 +592,8 @@ impl WorkerHandle {
             last_error_len: 0,
             last_error: [0; ERROR_MAX],
             brokers_len: 0,
+            has_spool: g.spool.is_some().into(),
+            spool: g.spool.unwrap_or_default(),
             brokers: [BrokerData {
                 name_len: 0,
                 name: [0; BROKER_NAME_MAX],
@@ -816,6 +825,52 @@ mod tests {
         assert!(z.snapshot("k", |p| p != 100).workers.is_empty());
         w.release();
         assert!(z.snapshot("k", |_| true).workers.is_empty());
+    }
+
+    #[test]
+    fn spool_gauges_round_trip() {
+        let mut m = Mem::new(MIN_SIZE);
+        let z = m.zone();
+        let w = z.claim_worker(100, |_| true).unwrap();
+        let spool = SpoolGauges {
+            bytes: 1 << 40,
+            files: 2,
+            journaled: 3,
+            spooled: 4,
+            replayed: 5,
+            dead: 6,
+            refused: 7,
+            corrupt: 8,
+            torn: 9,
+            adopted: u64::MAX,
+        };
+        let gauges = WorkerGauges {
+            worker: 3,
+            pid: 100,
+            state: ProducerState::Down,
+            in_flight: 11,
+            spool: Some(spool),
+            brokers: vec![Broker {
+                name: "b:9092/1".into(),
+                ..Broker::default()
+            }],
+            ..WorkerGauges::default()
+        };
+        w.publish(&gauges);
+        let s = z.snapshot("k", |_| true);
+        assert_eq!((s.workers.len(), &s.workers[0]), (1, &gauges));
+        // A worker without a spool (or one that drops it on reconfiguration) shows none.
+        w.publish(&WorkerGauges {
+            spool: None,
+            ..gauges
+        });
+        assert_eq!(z.snapshot("k", |_| true).workers[0].spool, None);
+        // A newly claimed block starts without.
+        let other = z.claim_worker(101, |_| true).unwrap();
+        let s = z.snapshot("k", |_| true);
+        let new = s.workers.iter().find(|w| w.pid == 101).unwrap();
+        assert_eq!(new.spool, None);
+        other.release();
     }
 
     #[test]

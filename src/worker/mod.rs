@@ -671,6 +671,21 @@ impl Worker {
                     time: *time,
                 }),
             brokers: stats.brokers,
+            spool: self.spooling.as_ref().map(|sp| {
+                let c = sp.store.counts;
+                crate::metrics::SpoolGauges {
+                    bytes: sp.store.dir_bytes(),
+                    files: sp.store.files() as u64,
+                    journaled: c.journaled,
+                    spooled: c.spooled,
+                    replayed: c.replayed,
+                    dead: c.dead,
+                    refused: c.refused,
+                    corrupt: c.corrupt,
+                    torn: c.torn,
+                    adopted: c.adopted,
+                }
+            }),
         });
     }
 
