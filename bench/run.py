@@ -14,7 +14,15 @@ metrics: `module+metrics`, the module with a `kafka_metrics` location in the ser
 counters are on), and `module+scrape`, the same with bench/scrape.py reading that location 10
 times a second during the load. --no-metrics leaves them out (a module without the directive).
 
-Usage: bench/run.py [--quick] [--no-metrics] [--out bench/results] [--render RUN.json]
+Two more measure its delivery modes there: `module+spool` (queued, as `module`, with a
+`kafka_spool` in the run's directory) and `module+durable` (`kafka_delivery durable`: each event
+appended to the worker's journal before the answer, fsync=1s). Then `module+acked` (the answer
+waits for the broker's acknowledgement) at 64 and 512 connections, and the replay: a spool of
+1,000,000 events (100,000 with --quick), filled while the broker is down, drained by a fresh
+nginx once a broker is up again. --no-delivery leaves all of these out.
+
+Usage: bench/run.py [--quick] [--no-metrics] [--no-delivery] [--out bench/results]
+       [--render RUN.json]
 `make bench` (or `make bench QUICK=1`) installs what this needs and builds the module first.
 """
 
@@ -24,6 +32,7 @@ import http.client
 import json
 import os
 import platform
+import pwd
 import re
 import shutil
 import signal
@@ -51,6 +60,26 @@ METRICS_LOCATION = """        location = /metrics {
             access_log logs/metrics.log bench;
         }"""
 SCRAPE_HZ = 10
+# Headline cell only, alternating with the others: the module queued with a spool, and durable.
+DELIVERY_CONTESTANTS = ("module+spool", "module+durable")
+# Its own runs: acknowledged delivery, at these numbers of connections.
+ACKED = "module+acked"
+ACKED_CONNECTIONS = (64, 512)
+ALL_CONTESTANTS += DELIVERY_CONTESTANTS + (ACKED,)
+LOCATIONS.update({"module+spool": "/module", "module+durable": "/durable",
+                  "module+acked": "/acked"})
+# Contestants whose nginx has a kafka_spool (in its prefix: spool/), and their parameters.
+SPOOLED = {"module+spool": "", "module+durable": ""}
+DELIVERY_LOCATION = """        location = /{mode} {{
+            kafka_ingest;
+            kafka_topic $http_topic;
+            kafka_allowed_topics bench-*;
+            kafka_delivery {mode};
+        }}"""
+# The replay: the fill's producer gives up on a message after this long (the broker is down),
+# so what it queued lands in the spool soon after the load; the drain replays at this rate.
+REPLAY_FILL_TIMEOUT_MS = 1000
+REPLAY_RATE = 1_000_000
 # The module's producer settings, as in nginx/nginx.conf; a sweep run replaces one of them.
 PRODUCER_OPTIONS = {"linger.ms": "5", "compression.type": "lz4"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -71,6 +100,8 @@ class Settings:
         self.soak_sample = 2 if quick else 5
         self.sweep = not quick
         self.sweep_duration = 8
+        self.acked_rounds = 1 if quick else 3
+        self.replay_events = 100_000 if quick else 1_000_000
 
 
 def log(message):
@@ -136,11 +167,12 @@ class Broker:
                 self.proc.wait()
         self.log_file.close()
 
-    def tally(self, topic, expect):
+    def tally(self, topic, expect=None):
+        """kafka-tally: the topic's watermarks, and with expect (a file) the read-back."""
         out = subprocess.run(
             [str(BIN / "kafka-tally"), "--brokers", self.address, "--topic", topic,
-             "--expect", str(expect), "--timeout-ms", "15000"],
-            capture_output=True, text=True, timeout=60)
+             "--timeout-ms", "15000"] + (["--expect", str(expect)] if expect else []),
+            capture_output=True, text=True, timeout=300)
         if out.returncode != 0:
             raise RuntimeError(f"kafka-tally {topic}: {out.stderr.strip()}")
         return json.loads(out.stdout)
@@ -155,8 +187,61 @@ class Broker:
         return sum(int(n) for n in re.findall(r"bytes_acked:(\d+)", out))
 
 
-def write_conf(prefix, broker_port, port, workers, options=(), metrics=False):
-    """bench/nginx.conf.in filled in, in a fresh prefix; with metrics, the /metrics location."""
+def worker_user():
+    """Whom nginx's workers run as: bench/nginx.conf.in has no `user`, so as root they run as
+    the user nginx was built with (`--user=`, else nobody), otherwise as ourselves."""
+    if os.geteuid() != 0:
+        return None
+    flags = subprocess.run([str(NGINX), "-V"], capture_output=True, text=True).stderr
+    m = re.search(r"--user=(\S+)", flags)
+    try:
+        return pwd.getpwnam(m.group(1) if m else "nobody")
+    except KeyError:
+        return None
+
+
+def spool_dir(path):
+    """A spool directory the workers can write."""
+    path.mkdir(parents=True, exist_ok=True)
+    user = worker_user()
+    if user:
+        os.chown(path, user.pw_uid, user.pw_gid)
+    return path
+
+
+def spool_files(path):
+    """The spool directory's files (not the dot-named ones being created): names and bytes."""
+    files = {}
+    try:
+        for entry in os.scandir(path):
+            if not entry.name.startswith("."):
+                try:
+                    files[entry.name] = entry.stat().st_size
+                except OSError:
+                    pass
+    except OSError:
+        pass
+    return files
+
+
+def spool_inspect(path):
+    """kafka-spool inspect's totals for the directory, or None without the tool."""
+    tool = BIN / "kafka-spool"
+    if not tool.exists():
+        return None
+    out = subprocess.run([str(tool), "inspect", str(path), "--json"], capture_output=True,
+                         text=True, timeout=300)
+    try:
+        return json.loads(out.stdout)["totals"]
+    except (ValueError, KeyError):
+        return {"error": (out.stderr or out.stdout).strip()[-300:]}
+
+
+def write_conf(prefix, broker_port, port, workers, options=(), metrics=False, spool=None,
+               delivery=None):
+    """bench/nginx.conf.in filled in, in a fresh prefix; with metrics, the /metrics location;
+    with spool (a directory and the directive's parameters), a kafka_spool; with delivery
+    (durable or acked), that location."""
     (prefix / "conf").mkdir()
     (prefix / "logs").mkdir()
     os.chmod(prefix, 0o755)
@@ -171,9 +256,55 @@ def write_conf(prefix, broker_port, port, workers, options=(), metrics=False):
                         ("@AFFINITY@", affinity), ("@BROKERS@", f"127.0.0.1:{broker_port}"),
                         ("@KAFKA_OPTIONS@", opts), ("@PORT@", str(port)),
                         ("@PREFIX@", str(prefix)),
-                        ("@METRICS@", METRICS_LOCATION if metrics else "")):
+                        ("@METRICS@", METRICS_LOCATION if metrics else ""),
+                        ("@SPOOL@", "    " + " ".join(filter(None, ("kafka_spool",) + spool))
+                         + ";" if spool else ""),
+                        ("@DELIVERY@", DELIVERY_LOCATION.format(mode=delivery)
+                         if delivery else "")):
         conf = conf.replace(name, value)
     (prefix / "conf/nginx.conf").write_text(conf)
+
+
+def spool_summary(errors, path):
+    """What a spool nginx said at exit (each worker's `kafka: spool` notice, summed) and what
+    its directory still holds."""
+    out = {"journaled": 0, "spooled": 0, "replayed": 0, "dead": 0, "adopted": 0}
+    for m in re.finditer(r"kafka: spool \"[^\"]*\": (\d+) journaled, (\d+) spooled, "
+                         r"(\d+) replayed, (\d+) dead-lettered, (\d+) files adopted", errors):
+        for key, n in zip(out, m.groups()):
+            out[key] += int(n)
+    files = spool_files(path)
+    out["left_files"] = len(files)
+    out["left_bytes"] = sum(files.values())
+    return out
+
+
+def post(port, path, body, topic):
+    """One POST of body to path: its status."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", path, body=body.read_bytes(),
+                     headers={"Content-Type": "application/json", "topic": topic})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def check_delivery_config():
+    """nginx -t on the delivery contestants' configurations (durable with a spool, acked): a
+    module without them stops the bench here."""
+    for delivery in ("durable", "acked"):
+        with tempfile.TemporaryDirectory(prefix="nginx-kafka-bench-check-") as tmp:
+            spool = (str(spool_dir(Path(tmp) / "spool")), "")
+            write_conf(Path(tmp), free_port(), free_port(), 1, spool=spool, delivery=delivery)
+            out = subprocess.run([str(NGINX), "-t", "-p", tmp, "-c", "conf/nginx.conf",
+                                  "-e", "logs/stderr.log"], capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"bench: the module+{delivery} configuration fails nginx -t (a module "
+                     f"without kafka_delivery or kafka_spool? --no-delivery leaves them "
+                     f"out):\n{out.stderr.strip()}")
 
 
 def check_metrics_config():
@@ -191,11 +322,18 @@ def check_metrics_config():
 class Nginx:
     """A fresh Debian nginx in its own prefix, our child, with the benchmark configuration."""
 
-    def __init__(self, workdir, broker, workers, options=(), tag="run", metrics=False):
+    def __init__(self, workdir, broker, workers, options=(), tag="run", metrics=False,
+                 spool=None, delivery=None):
+        """spool: the kafka_spool parameters (in the prefix's spool/), or a directory and
+        parameters; delivery: durable or acked, for that location."""
         self.prefix = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=workdir))
         self.port = free_port()
         self.workers_wanted = workers
-        write_conf(self.prefix, broker.port, self.port, workers, options, metrics)
+        if isinstance(spool, str):
+            spool = (self.prefix / "spool", spool)
+        self.spool = spool_dir(spool[0]) if spool else None
+        write_conf(self.prefix, broker.port, self.port, workers, options, metrics,
+                   (str(self.spool), spool[1]) if spool else None, delivery)
         self.proc = subprocess.Popen(
             [str(NGINX), "-p", str(self.prefix), "-c", "conf/nginx.conf",
              "-e", "logs/stderr.log", "-g", "daemon off;"],
@@ -278,13 +416,18 @@ class Nginx:
 
 
 def wrk_command(port, path, body, topic, connections, threads, seconds, cpu=None,
-                delay_ms=None):
-    """The wrk command line and environment for one load."""
+                delay_ms=None, requests=None):
+    """The wrk command line and environment for one load; with requests (one thread), wrk
+    exits after that many responses (bench/wrk-count.lua), or after seconds."""
     env = dict(os.environ, BENCH_BODY=str(body), BENCH_TOPIC=topic)
     if delay_ms is not None:
         env["BENCH_DELAY_MS"] = str(delay_ms)
+    script = "wrk.lua"
+    if requests is not None:
+        env.update(BENCH_REQUESTS=str(requests), BENCH_SCRIPTS=str(BENCH))
+        script = "wrk-count.lua"
     argv = pinned(cpu, ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
-                        "--timeout", "5s", "-s", str(BENCH / "wrk.lua"),
+                        "--timeout", "5s", "-s", str(BENCH / script),
                         f"http://127.0.0.1:{port}{path}"])
     return argv, env
 
@@ -390,8 +533,10 @@ class Runner:
     def measure(self, contestant, workers, body_name, body, topic, shape, seconds, options,
                 delay_ms, soak_sample):
         metrics = contestant in METRICS_CONTESTANTS
+        delivery = {"module+durable": "durable", ACKED: "acked"}.get(contestant)
         nginx = Nginx(self.workdir, self.broker, workers, options,
-                      tag=contestant.replace("+", "-"), metrics=metrics)
+                      tag=contestant.replace("+", "-"), metrics=metrics,
+                      spool=SPOOLED.get(contestant), delivery=delivery)
         result = {"contestant": contestant, "workers": workers, "body": body_name,
                   "body_bytes": body.stat().st_size, "topic": topic,
                   "connections": shape["connections"], "options": dict(options)}
@@ -462,6 +607,8 @@ class Runner:
         if m:
             result["module_delivered"] = sum(int(d) for d, _ in m)
             result["module_not_delivered"] = sum(int(f) for _, f in m)
+        if nginx.spool:
+            result["spool"] = spool_summary(errors, nginx.spool)
         if contestant == "ceiling":
             result["delivered"] = 0
             result["verified"] = 0
@@ -481,8 +628,135 @@ class Runner:
             + (f" scrapes {result['scrape']['ok']} ok {result['scrape']['failed']} failed"
                if "scrape" in result else "")
             + (f" counted {result['counters'].get('requests_accepted')} accepted"
-               if "counters" in result else ""))
+               if "counters" in result else "")
+            + (f" non-2xx {result['answered'] - result['answered_2xx']}"
+               if result["answered"] != result["answered_2xx"] else "")
+            + (f" spool: {result['spool']['journaled']} journaled, "
+               f"{result['spool']['spooled']} spooled, {result['spool']['left_files']} files "
+               f"({result['spool']['left_bytes']} B) left" if "spool" in result else ""))
         return result
+
+    def replay(self, events):
+        """The spool's replay rate. Fill: nginx (queued, with a kafka_spool) learns the topic
+        from a broker, the broker stops, and wrk posts `events` events at full speed: what the
+        producer cannot queue goes to the spool at once, what it queued fails after
+        REPLAY_FILL_TIMEOUT_MS and goes there too. Drain: a fresh broker with the topic and a
+        fresh nginx on the same directory with replay_rate=REPLAY_RATE; the clock runs from
+        that nginx's start until the topic holds every spooled event and the directory is
+        empty. The directory and both prefixes stay in the workdir if it never gets there."""
+        self.seq += 1
+        topic = f"bench-{self.run_id}-{self.seq}-replay"
+        body = self.bodies["postdata"]
+        spool = spool_dir(self.workdir / "replay-spool")
+        shape = self.load(1)
+        out = {"events_posted": events, "topic": topic, "spool_dir": str(spool),
+               "fill_message_timeout_ms": REPLAY_FILL_TIMEOUT_MS, "replay_rate": REPLAY_RATE}
+
+        self.broker = Broker(self.workdir, topic)
+        fill = Nginx(self.workdir, self.broker, 1,
+                     [("message.timeout.ms", str(REPLAY_FILL_TIMEOUT_MS))], tag="replay-fill",
+                     spool=(spool, ""))
+        try:
+            # One event while the broker is up: the worker knows the topic before it goes.
+            first = post(fill.port, "/module", body, topic)
+            deadline = time.time() + 10
+            while self.broker.tally(topic)["appended"] < 1 and time.time() < deadline:
+                time.sleep(0.1)
+            out["before_outage"] = {"status": first,
+                                    "delivered": self.broker.tally(topic)["appended"]}
+            self.broker.stop()
+            # At full speed; wrk exits at `events` responses, or after the time a slow
+            # 5,000 a second would take.
+            argv, env = wrk_command(fill.port, "/module", body, topic, shape["connections"],
+                                    1, max(30, events // 5_000), shape["cpu"],
+                                    requests=events)
+            t0 = time.time()
+            w = subprocess.run(argv, env=env, capture_output=True, text=True,
+                               timeout=max(30, events // 5_000) + 60)
+            out["fill_s"] = round(time.time() - t0, 2)
+            if "BENCH-COUNT " not in w.stdout:
+                out["fill_wrk"] = (w.stdout + w.stderr).strip()[-500:]
+            # What the producer still holds fails after message.timeout.ms and is spooled.
+            time.sleep(REPLAY_FILL_TIMEOUT_MS / 1000 + 1)
+        finally:
+            fill.quit()
+        statuses = fill.statuses()
+        errors = fill.error_log()
+        answered_2xx = sum(n for s, n in statuses.items() if s.startswith("2"))
+        # The first event reached the broker that went; the rest must all be in the spool.
+        expected = answered_2xx - (1 if out["before_outage"]["delivered"] >= 1 else 0)
+        out.update({
+            "fill_rps": round(sum(statuses.values()) / out["fill_s"], 1),
+            "fill_statuses": statuses, "fill_answered_2xx": answered_2xx,
+            "expected": expected, "fill_spool": spool_summary(errors, spool),
+            "fill_error_log_lines": {lvl: errors.count(f"[{lvl}]")
+                                     for lvl in ("alert", "crit", "error", "warn")},
+            "fill_fatal_lines": [line for line in errors.splitlines()
+                                 if "[alert]" in line or "[crit]" in line][:5],
+        })
+        inspected = spool_inspect(spool)
+        if inspected is not None:
+            out["spool_inspect"] = inspected
+        files = spool_files(spool)
+        out["spool_files"] = len(files)
+        out["spool_bytes"] = sum(files.values())
+        log(f"replay fill: {answered_2xx} answered 2xx at {out['fill_rps']:.0f} req/s, "
+            f"spool {out['spool_bytes']:,} B in {len(files)} file(s)"
+            + (f", {inspected.get('records')} records" if inspected else ""))
+
+        self.broker = Broker(self.workdir, topic)
+        start = time.time()
+        drain = Nginx(self.workdir, self.broker, 1, tag="replay",
+                      spool=(spool, f"replay_rate={REPLAY_RATE}"))
+        samples = []
+        deadline = start + max(60, expected / 5_000)
+        try:
+            while True:
+                appended = self.broker.tally(topic)["appended"]
+                files = spool_files(spool)
+                now = time.time() - start
+                samples.append([round(now, 2), appended, sum(files.values())])
+                if appended >= expected and not files:
+                    break
+                if time.time() > deadline:
+                    out["stalled"] = True
+                    break
+                time.sleep(0.2)
+        finally:
+            drain.quit()
+        elapsed = samples[-1][0]
+        began = next((s for s in samples if s[1] > 0), None)
+        try:
+            final = self.broker.tally(topic, body)
+        finally:
+            self.broker.stop()
+        errors = drain.error_log()
+        out.update({
+            "drain_s": elapsed, "samples": samples,
+            "events_per_s": round(samples[-1][1] / elapsed) if elapsed else None,
+            # From the first sample with events in the topic: the rate once replay runs.
+            "first_event_s": began[0] if began else None,
+            "drain_events_per_s": (round((samples[-1][1] - began[1]) / (elapsed - began[0]))
+                                   if began and elapsed > began[0] else None),
+            "delivered": final["appended"], "verified": final["equal"],
+            "verified_different": final["different"], "retained": final["retained"],
+            "drain_spool": spool_summary(errors, spool),
+            "drain_error_log_lines": {lvl: errors.count(f"[{lvl}]")
+                                      for lvl in ("alert", "crit", "error", "warn")},
+            "drain_fatal_lines": [line for line in errors.splitlines()
+                                  if "[alert]" in line or "[crit]" in line][:5],
+        })
+        log(f"replay drain: {out['delivered']} of {expected} in Kafka after {elapsed:.1f} s "
+            f"({out['events_per_s']} events/s; first after {out['first_event_s']} s), "
+            f"{out['drain_spool']['left_files']} spool file(s) left"
+            + (" — STALLED, kept: " + str(self.workdir) if out.get("stalled") else ""))
+        if not out.get("stalled"):
+            fill.remove()
+            drain.remove()
+            shutil.rmtree(spool, ignore_errors=True)
+        else:
+            out["kept"] = [str(fill.prefix), str(drain.prefix), str(spool)]
+        return out
 
     def soak_wrk(self, nginx, path, body, topic, shape, seconds, every, samples):
         """One long wrk run, sampling the workers' RSS while it goes."""
@@ -547,6 +821,9 @@ def summarize(results):
         if c == "lua":
             out[c]["error_handler_lines"] = sum(r["lua_error_handler_lines"] for r in rs)
             out[c]["timer_aborts"] = sum(r["lua_aborted_lines"] for r in rs)
+        spools = [r["spool"] for r in rs if "spool" in r]
+        if spools:
+            out[c]["spool"] = {k: sum(x.get(k, 0) for x in spools) for k in spools[0]}
         if c in METRICS_CONTESTANTS:
             counted = [r.get("counters", {}).get("requests_accepted") for r in rs]
             out[c]["counted_accepted"] = (None if None in counted else sum(counted))
@@ -570,7 +847,7 @@ def summarize(results):
             if out["ceiling"]["p99_ms"]:
                 out[c]["p99_vs_ceiling"] = round(out[c]["p99_ms"] / out["ceiling"]["p99_ms"], 3)
     m = out.get("module")
-    for c in METRICS_CONTESTANTS:
+    for c in METRICS_CONTESTANTS + DELIVERY_CONTESTANTS:
         if m and c in out and m["rps"]:
             out[c]["rps_vs_module"] = round(out[c]["rps"] / m["rps"], 3)
             if out[c]["rps_per_core"] and m["rps_per_core"]:
@@ -611,6 +888,55 @@ def metrics_verdicts(summary):
     return out
 
 
+def delivery_verdicts(summary):
+    """The delivery issue's throughput requirements, from the headline cell: module+spool
+    (queued with a spool) within noise of module (served req/s, against the larger of the two
+    spreads), and module+durable at least 0.80 of the ceiling (served req/s and req/s per
+    worker CPU-second). Judged on the ratios as printed, to two decimals."""
+    m, c = summary.get("module"), summary.get("ceiling")
+    spool, durable = summary.get("module+spool"), summary.get("module+durable")
+    out = {}
+    if m and spool and m["rps"]:
+        ratio = spool["rps"] / m["rps"]
+        spreads = [m.get("rps_spread"), spool.get("rps_spread")]
+        noise = None if None in spreads else max(spreads)
+        per_core = (spool["rps_per_core"] / m["rps_per_core"]
+                    if spool["rps_per_core"] and m["rps_per_core"] else None)
+        out["spool_vs_module"] = {
+            "measure": "req/s served, module+spool / module",
+            "ratio": round(ratio, 3),
+            "per_core_ratio": round(per_core, 3) if per_core else None,
+            "noise": noise,
+            "within_noise": (None if noise is None
+                             else abs(round(ratio, 2) - 1) <= round(noise, 2) + 1e-9)}
+    if c and durable and c["rps"]:
+        ratio = durable["rps"] / c["rps"]
+        per_core = (durable["rps_per_core"] / c["rps_per_core"]
+                    if durable["rps_per_core"] and c["rps_per_core"] else 0)
+        out["durable_vs_ceiling"] = {
+            "measure": "module+durable / ceiling (served req/s, and req/s per worker "
+                       "CPU-second)",
+            "served": round(ratio, 3), "per_core": round(per_core, 3),
+            "met": round(ratio, 2) >= 0.80 and round(per_core, 2) >= 0.80}
+    return out
+
+
+def acked_summary(results):
+    """module+acked per number of connections: medians over rounds, counts summed."""
+    out = {}
+    for n in ACKED_CONNECTIONS:
+        rs = [r for r in results if r["connections"] == n]
+        s = summarize(rs).get(ACKED)
+        if s:
+            s["connections"] = n
+            s["statuses"] = {}
+            for r in rs:
+                for status, k in r["statuses"].items():
+                    s["statuses"][status] = s["statuses"].get(status, 0) + k
+            out[str(n)] = s
+    return out
+
+
 def make_2kb_body(path):
     """A 2048-byte JSON event, the shape of postdata.json with a longer payload."""
     head = ('{"uuid":"2b8c376e-bd20-11e6-9ebf-525499b45be6","event_time":"2016-12-08T18:08:12",'
@@ -643,7 +969,7 @@ def machine():
             "wrk": wrk_v[0] if wrk_v else "", "os": platform.platform()}
 
 
-def goals(summary_1w, paced, soak, rss_bound_kb):
+def goals(summary_1w, paced, soak, rss_bound_kb, acked=None, replay=None):
     g = {}
     c, m = summary_1w.get("ceiling"), summary_1w.get("module")
     if c and m:
@@ -691,6 +1017,44 @@ def goals(summary_1w, paced, soak, rss_bound_kb):
         g["metrics_scrape_within_noise"] = {
             "goal": "|1 - req/s scraped / not scraped| <= noise (spread across rounds)",
             "value": {"ratio": b["ratio"], "noise": b["noise"]}, "met": b["within_noise"]}
+    d = delivery_verdicts(summary_1w)
+    if "spool_vs_module" in d:
+        a = d["spool_vs_module"]
+        g["spool_queued_within_noise"] = {
+            "goal": "|1 - req/s module+spool / module| <= noise (spread across rounds)",
+            "value": {"ratio": a["ratio"], "noise": a["noise"]}, "met": a["within_noise"]}
+    if "durable_vs_ceiling" in d:
+        b = d["durable_vs_ceiling"]
+        g["durable_vs_ceiling"] = {
+            "goal": ">= 0.80 (served req/s, and req/s per worker CPU-second)",
+            "value": {"served": b["served"], "per_core": b["per_core"]}, "met": b["met"]}
+    ledger = {c: [summary_1w[c]["delivered"], summary_1w[c]["answered_2xx"]]
+              for c in DELIVERY_CONTESTANTS if summary_1w.get(c)}
+    if ledger:
+        g["delivery_delivered_equals_answered_2xx"] = {
+            "goal": "delivered == answered 2xx (queued with a spool, durable)",
+            "value": ledger, "met": all(a == b for a, b in ledger.values())}
+    if acked:
+        linger = float(PRODUCER_OPTIONS["linger.ms"])
+        g["acked_delivered_at_least_answered_2xx"] = {
+            "goal": "delivered >= answered 2xx",
+            "value": {n: [s["delivered"], s["answered_2xx"]] for n, s in acked.items()},
+            "met": all(s["delivered"] >= s["answered_2xx"] for s in acked.values())}
+        g["acked_p99_within_linger_plus_5ms"] = {
+            "goal": f"p99 <= linger.ms + 5 = {linger + 5:g} ms (at 64 and 512 connections)",
+            "value": {n: s["p99_ms"] for n, s in acked.items()},
+            "met": all(s["p99_ms"] <= linger + 5 for s in acked.values())}
+    if replay and "error" not in replay:
+        g["replay_drains_spool"] = {
+            "goal": "every spooled event in Kafka once, the spool directory empty",
+            "value": {"events_per_s": replay["events_per_s"],
+                      "delivered": replay["delivered"], "spooled": replay["expected"],
+                      "files_left": replay["drain_spool"]["left_files"]},
+            "met": (not replay.get("stalled") and replay["delivered"] == replay["expected"]
+                    and replay["drain_spool"]["left_files"] == 0)}
+    elif replay:
+        g["replay_drains_spool"] = {"goal": "the replay run completes",
+                                    "value": replay["error"], "met": False}
     if paced.get("ceiling") and paced.get("module") and paced["ceiling"]["p99_ms"]:
         ratio = paced["module"]["p99_ms"] / paced["ceiling"]["p99_ms"]
         g["p99_vs_ceiling_at_half_load"] = {
@@ -772,6 +1136,117 @@ def metrics_markdown(report):
     return lines
 
 
+def delivery_markdown(report):
+    """The delivery modes: module+spool and module+durable beside module and the ceiling in
+    the headline cell, module+acked at 64 and 512 connections, and the replay run."""
+    headline = next((cell["summary"] for cell in report["cells"]
+                     if cell["workers"] == 1 and cell["body"] == "postdata"), {})
+    acked = report.get("acked") or {}
+    replay = report.get("replay")
+    if not any(headline.get(c) for c in DELIVERY_CONTESTANTS) and not acked and not replay:
+        return []
+
+    def pm(x):
+        return "—" if x is None else f"±{x * 100:.1f} %"
+
+    lines = []
+    if any(headline.get(c) for c in DELIVERY_CONTESTANTS):
+        lines += ["", "Delivery modes (1 worker, postdata.json, the same rounds): "
+                  "`module+spool` is `module` (queued) with a `kafka_spool` in the run's "
+                  "directory; `module+durable` has `kafka_delivery durable` (each event "
+                  "appended to the worker's journal before the answer; fsync=1s, the "
+                  "default). ± is the spread across rounds. Spool at exit: what the workers "
+                  "said they journaled and spooled, and the files left after a graceful stop.",
+                  "",
+                  "| contestant | req/s | × ceiling | × module | ± | req/s per worker core "
+                  "| × ceiling | × module | p99 ms | CPU ms / 10k req | answered 2xx "
+                  "| in Kafka | journaled / spooled | spool files left |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for c in ("ceiling", "module") + DELIVERY_CONTESTANTS:
+            s = headline.get(c)
+            if not s:
+                continue
+            sp = s.get("spool")
+            lines.append(
+                f"| {c} | {s['rps']:,.0f} | {s.get('rps_vs_ceiling', 0):.2f} "
+                f"| {'—' if c == 'ceiling' else format(s.get('rps_vs_module', 1), '.2f')} "
+                f"| {pm(s.get('rps_spread'))} "
+                f"| {s['rps_per_core'] or 0:,.0f} | {s.get('per_core_vs_ceiling', 0):.2f} "
+                f"| {'—' if c == 'ceiling' else format(s.get('per_core_vs_module', 1), '.2f')} "
+                f"| {s['p99_ms']:.2f} | {s['cpu_ms_per_10k']:.0f} | {s['answered_2xx']:,} "
+                f"| {'—' if c == 'ceiling' else format(s['delivered'], ',')} "
+                f"| {'—' if not sp else format(sp['journaled'], ',') + ' / ' + format(sp['spooled'], ',')} "
+                f"| {'—' if not sp else format(sp['left_files'], ',') + ' (' + format(sp['left_bytes'], ',') + ' B)'} |")
+        v = delivery_verdicts(headline)
+        a, b = v.get("spool_vs_module"), v.get("durable_vs_ceiling")
+        lines.append("")
+        if a:
+            judged = ("±?: not judged, one round has no spread" if a["noise"] is None
+                      else f"±{a['noise']:.2f}: {'yes' if a['within_noise'] else 'no'}")
+            lines.append(f"- queued with a spool vs without: {a['ratio']:.2f} served req/s"
+                         + (f", {a['per_core_ratio']:.2f} per worker CPU-second"
+                            if a.get("per_core_ratio") else "")
+                         + f" (noise {judged})")
+        if b:
+            lines.append(f"- durable vs the ceiling: {b['served']:.2f} served req/s, "
+                         f"{b['per_core']:.2f} per worker CPU-second (goal ≥ 0.80: "
+                         f"{'yes' if b['met'] else 'no'})")
+    if acked:
+        linger = float(PRODUCER_OPTIONS["linger.ms"])
+        lines += ["", f"Acknowledged delivery (`module+acked`: `kafka_delivery acked`, the "
+                  f"answer waits for the broker's delivery report; 1 worker, postdata.json, "
+                  f"linger.ms {PRODUCER_OPTIONS['linger.ms']}, kafka_ack_timeout 5s; goal "
+                  f"p99 ≤ linger.ms + 5 = {linger + 5:g} ms):", "",
+                  "| connections | req/s | ± | req/s per worker core | p50 ms | p99 ms "
+                  "| p99 ≤ {:g} ms | answered 2xx | answered other | in Kafka |".format(linger + 5),
+                  "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+        for n, s in acked.items():
+            lines.append(
+                f"| {n} | {s['rps']:,.0f} | {pm(s.get('rps_spread'))} "
+                f"| {s['rps_per_core'] or 0:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} "
+                f"| {'yes' if s['p99_ms'] <= linger + 5 else 'no'} | {s['answered_2xx']:,} "
+                f"| {s['answered_other']:,} | {s['delivered']:,} |")
+        other = {}
+        for s in acked.values():
+            for status, k in s.get("statuses", {}).items():
+                if not status.startswith("2"):
+                    other[status] = other.get(status, 0) + k
+        if other:
+            lines.append("")
+            lines.append("Answered other: " + ", ".join(f"{k:,} × {st}" for st, k in
+                                                       sorted(other.items()))
+                         + (" (499: wrk closed a connection while its request waited for the "
+                            "broker, at the end of the warm-up and of the load; the event was "
+                            "produced all the same)" if "499" in other else "") + ".")
+    if replay and "error" in replay:
+        lines += ["", f"Replay: the run failed: {replay['error']}"]
+    elif replay:
+        insp = replay.get("spool_inspect") or {}
+        records = insp.get("records")
+        lines += ["", f"Replay (1 worker): {replay['expected']:,} events spooled while the "
+                  f"broker was down (posted at {replay['fill_rps']:,.0f} req/s, "
+                  f"message.timeout.ms {replay['fill_message_timeout_ms']}; "
+                  f"{replay['fill_answered_2xx']:,} answered 2xx, one of them delivered "
+                  f"before the broker went), a spool of {replay['spool_bytes']:,} bytes in "
+                  f"{replay['spool_files']} file(s)"
+                  + (f" ({records:,} records by kafka-spool inspect)" if records is not None
+                     else "")
+                  + f". A fresh broker and nginx with replay_rate={replay['replay_rate']:,}: "
+                  f"{replay['delivered']:,} events in Kafka"
+                  + (" and the spool directory empty" if replay['drain_spool']['left_files'] == 0
+                     else f", {replay['drain_spool']['left_files']} spool file(s) left")
+                  + f" after {replay['drain_s']:.1f} s from nginx's start: "
+                  f"**{replay['events_per_s']:,} events/s**"
+                  + (f" ({replay['drain_events_per_s']:,} events/s from the first replayed "
+                     f"event, {replay['first_event_s']:.1f} s after the start)"
+                     if replay.get("drain_events_per_s") else "")
+                  + f"; read back {replay['verified']:,} byte-equal, "
+                  f"{replay['verified_different']:,} different"
+                  + (f"; STALLED, kept in {', '.join(replay['kept'])}"
+                     if replay.get("stalled") else "") + "."]
+    return lines
+
+
 def markdown(report):
     lines = []
     mach = report["machine"]
@@ -802,7 +1277,8 @@ def markdown(report):
                 f"| {'—' if c == 'ceiling' else format(s['delivered'], ',')} "
                 f"| {s['rss_kb']:,.0f} |")
     checked = [(cell, cell["summary"][c]) for cell in report["cells"]
-               for c in ("module",) + METRICS_CONTESTANTS if cell["summary"].get(c)]
+               for c in ("module",) + METRICS_CONTESTANTS + DELIVERY_CONTESTANTS
+               if cell["summary"].get(c)]
     if checked:
         def total(key):
             return sum(m.get(key, 0) for _, m in checked)
@@ -832,6 +1308,7 @@ def markdown(report):
             if s:
                 lines.append(f"| {c} | {s['rps']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} "
                              f"| {s.get('p99_vs_ceiling', 0):.2f} |")
+    lines += delivery_markdown(report)
     if report.get("sweep"):
         lines.append("")
         lines.append("Producer settings (module, 1 worker, postdata.json; the rest as the "
@@ -939,7 +1416,7 @@ def render(path, out_dir):
     saved run, its cell figures recomputed from its runs: for a change of presentation."""
     report = json.loads(Path(path).read_text())
     # Paced runs are flagged since 20261122; before, they were the ones with other connections.
-    matrix = [r for r in report["runs"] if not r.get("paced")
+    matrix = [r for r in report["runs"] if not r.get("paced") and not r.get("acked")
               and r["connections"] in (64, 128)]
     for cell in report["cells"]:
         cell["summary"] = summarize([r for r in matrix if r["workers"] == cell["workers"]
@@ -958,6 +1435,9 @@ def main():
     ap.add_argument("--no-metrics", action="store_true",
                     help="leave out module+metrics and module+scrape (a module without "
                          "kafka_metrics)")
+    ap.add_argument("--no-delivery", action="store_true",
+                    help="leave out module+spool, module+durable, module+acked and the replay "
+                         "(a module without kafka_delivery and kafka_spool)")
     ap.add_argument("--out", default=str(BENCH / "results"))
     ap.add_argument("--render", metavar="JSON", help="only render a saved run again")
     args = ap.parse_args()
@@ -973,6 +1453,8 @@ def main():
 
     if not args.no_metrics:
         check_metrics_config()
+    if not args.no_delivery:
+        check_delivery_config()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="nginx-kafka-bench-"))
@@ -982,12 +1464,15 @@ def main():
     started = time.time()
     runner = Runner(s, workdir, bodies)
     results, paced_results, sweep, soak = [], [], [], None
+    acked_results, replay = [], None
     cells = [(1, "postdata"), (1, "2kb"), (os.cpu_count() or 1, "postdata"),
              (os.cpu_count() or 1, "2kb")]
-    extra = () if args.no_metrics else METRICS_CONTESTANTS
+    extra = (() if args.no_metrics else METRICS_CONTESTANTS) + \
+        (() if args.no_delivery else DELIVERY_CONTESTANTS)
 
     def contestants(cell):
-        # The metrics contestants alternate with the others in the headline cell's rounds.
+        # The metrics and delivery contestants alternate with the others in the headline
+        # cell's rounds.
         return CONTESTANTS + extra if cell == (1, "postdata") else CONTESTANTS
 
     try:
@@ -1025,6 +1510,23 @@ def main():
                 r["paced"] = True
                 paced_results.append(r)
 
+        if not args.no_delivery:
+            log(f"acked: {ACKED}, 1 worker, {' and '.join(map(str, ACKED_CONNECTIONS))} "
+                f"connections, {s.acked_rounds} round(s) of {s.duration} s")
+            for rnd in range(s.acked_rounds):
+                order = ACKED_CONNECTIONS if rnd % 2 == 0 else ACKED_CONNECTIONS[::-1]
+                for n in order:
+                    r = runner.run(ACKED, 1, "postdata", s.duration, connections=n)
+                    r["round"] = rnd + 1
+                    r["acked"] = True
+                    acked_results.append(r)
+            log(f"replay: {s.replay_events:,} events through the spool")
+            try:
+                replay = runner.replay(s.replay_events)
+            except RuntimeError as e:
+                log(f"replay: {e}")
+                replay = {"error": str(e)}
+
         if s.sweep:
             variants = [
                 [("linger.ms", "0")], [("linger.ms", "50")],
@@ -1046,8 +1548,8 @@ def main():
     except BaseException:
         # Keep what was measured for a look; latest.* stay as they were.
         partial = out_dir / f"{runner.run_id}.partial.json"
-        partial.write_text(json.dumps({"runs": results + paced_results, "sweep": sweep},
-                                      indent=1) + "\n")
+        partial.write_text(json.dumps({"runs": results + paced_results + acked_results,
+                                       "sweep": sweep, "replay": replay}, indent=1) + "\n")
         log(f"stopped early; runs so far in {partial}")
         raise
     finally:
@@ -1066,7 +1568,12 @@ def main():
                      "paced_rounds": s.paced_rounds, "paced_duration_s": s.paced_duration,
                      "soak_s": s.soak, "load_1_worker": runner.load(1),
                      "load_auto": runner.load(2), "module_options": PRODUCER_OPTIONS,
-                     "metrics_contestants": list(extra), "scrape_hz": SCRAPE_HZ},
+                     "metrics_contestants": [c for c in extra if c in METRICS_CONTESTANTS],
+                     "delivery_contestants": [c for c in extra
+                                              if c in DELIVERY_CONTESTANTS],
+                     "scrape_hz": SCRAPE_HZ, "acked_rounds": s.acked_rounds,
+                     "acked_connections": list(ACKED_CONNECTIONS),
+                     "replay_events": s.replay_events},
         "cells": [],
     }
     for workers, body in cells:
@@ -1087,8 +1594,11 @@ def main():
     body_len = bodies["postdata"].stat().st_size
     bound_kb = headline["module"]["rss_kb_start"] + 100_000 * (body_len + 1024) // 1024
     report["rss_bound_kb"] = bound_kb
-    report["goals"] = goals(headline, report["paced"], soak, bound_kb)
-    report["runs"] = results + paced_results
+    report["delivery"] = delivery_verdicts(headline)
+    report["acked"] = acked_summary(acked_results)
+    report["replay"] = replay
+    report["goals"] = goals(headline, report["paced"], soak, bound_kb, report["acked"], replay)
+    report["runs"] = results + paced_results + acked_results
     report["elapsed_s"] = round(time.time() - started, 1)
 
     name = f"{runner.run_id}{'-quick' if s.quick else ''}"
@@ -1102,7 +1612,10 @@ def main():
         log(f"chart failed: {e}")
     if not s.quick and out_dir.resolve() == (BENCH / "results").resolve():
         update_readme(md)
-    shutil.rmtree(workdir, ignore_errors=True)
+    if replay and replay.get("stalled"):
+        log(f"the replay stalled: its prefixes and spool stay in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     print(md)
     log(f"done in {report['elapsed_s']} s: {out_dir / (name + '.json')}, latest.json, "
         "latest.md, latest.png")
