@@ -238,9 +238,9 @@ fn still_named(file: &File, path: &Path) -> io::Result<bool> {
 
 /// Creates `dir/name` for writing: creates `.<name>.tmp` with `O_EXCL` (mode 0640), locks
 /// it, writes `format::file_header()`, renames it to the final name, and returns it locked,
-/// positioned at the end. The header is synced before the rename, so that the final name
-/// never shows a file without it, even after a crash. Fails with `AlreadyExists` if the
-/// name is taken.
+/// positioned at the end. A running reader never sees the final name without the header;
+/// after a machine crash the header may be lost with the page cache (the file then holds
+/// nothing, and `Store::adopt` removes it). Fails with `AlreadyExists` if the name is taken.
 pub fn create(dir: &Path, name: &Name) -> io::Result<Locked> {
     let file_name = name.file_name();
     let path = dir.join(&file_name);
@@ -258,8 +258,9 @@ pub fn create(dir: &Path, name: &Name) -> io::Result<Locked> {
                 format!("{}: locked by another process", tmp.display()),
             ));
         }
+        // Not synced here (this runs on the worker's thread): the periodic sync covers it,
+        // and a reader removes a file a crash left without its header (`Store::adopt`).
         file.write_all(&format::file_header())?;
-        file.sync_data()?;
         // Names carry the pid and the worker's start time, so this only catches a bug; a
         // rename would replace the other file.
         if fs::symlink_metadata(&path).is_ok() {

@@ -464,8 +464,14 @@ impl Store {
         let Ok(data) = read_all(&mut locked.file) else {
             return;
         };
+        if data.len() <= format::FILE_HEADER_LEN && format::check_file_header(&data).is_err() {
+            // Created just before a crash, its header never reached the disk: it holds
+            // nothing.
+            let _ = std::fs::remove_file(&path);
+            return;
+        }
         if format::check_file_header(&data).is_err() {
-            // A version this build does not know: left for a newer one.
+            // A version this build does not know: left for a newer one (or the tool).
             return;
         }
         self.counts.adopted += 1;
