@@ -44,3 +44,9 @@ if [ "${1:-}" = test ] && ! command -v tansu >/dev/null && [ ! -x "$HOME/.cargo/
   echo "installing tansu 0.6.0 (a Kafka-compatible broker; about 11 minutes the first time)"
   cargo install tansu@0.6.0 --locked --no-default-features --features dynostore
 fi
+
+# A local S3 server for t/spool.rs's tansu that keeps its data through a SIGKILL.
+if [ "${1:-}" = test ] && ! command -v moto_server >/dev/null && [ -z "${MOTO_SERVER:-}" ]; then
+  echo "installing moto (a local S3 server, for tansu's storage in t/spool.rs)"
+  python3 -m pip install --quiet 'moto[server]'
+fi

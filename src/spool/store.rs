@@ -165,7 +165,10 @@ const SEGMENT_MAX: u64 = 64 << 20;
 const SEGMENT_MIN: u64 = 1 << 20;
 /// Journals are kept small: a journal left by a worker that died is replayed whole, and
 /// what it holds that was delivered already comes twice.
-const JOURNAL_MAX: u64 = 4 << 20;
+const JOURNAL_MAX: u64 = 1 << 20;
+/// Journals are preallocated (and mapped) only under a cap this large: every live worker's
+/// reservation counts against it.
+const MAP_MIN_CAP: u64 = 64 << 20;
 
 impl Store {
     pub fn new(settings: Settings, pid: u32) -> Store {
@@ -213,6 +216,11 @@ impl Store {
         self.buf.clear();
         record.encode(&mut self.buf);
         let len = self.buf.len() as u64;
+        if self.dir_bytes + len > self.settings.max_size {
+            // A journal whose records are all resolved holds nothing: it goes, and makes
+            // room.
+            self.close_resolved_journal();
+        }
         if self.dir_bytes + len > self.settings.max_size {
             self.counts.refused += 1;
             return Err(AppendError::Cap);
@@ -288,6 +296,17 @@ impl Store {
         }
     }
 
+    /// Seals the journal being written if every record in it is resolved (it is then
+    /// removed): an idle journal does not hold its bytes against the cap.
+    fn close_resolved_journal(&mut self) {
+        let done = self.journal.and_then(|id| self.segments.get(&id)).is_some_and(|s| {
+            s.issued > 0 && s.resolved >= s.issued
+        });
+        if let (true, Some(id)) = (done, self.journal) {
+            self.seal(id);
+        }
+    }
+
     /// The file written for `kind`, started anew when there is none or it is full.
     fn active(&mut self, kind: Kind, len: u64) -> Result<u32, AppendError> {
         let slot = match kind {
@@ -311,7 +330,7 @@ impl Store {
         // A journal is written through a mapping where the file system can allocate its
         // blocks up front (not NFS before 4.2, for one): elsewhere with write(2).
         let map = match kind {
-            Kind::Journal => match Mapping::new(&locked.file, JOURNAL_MAX as usize) {
+            Kind::Journal if self.settings.max_size >= MAP_MIN_CAP => match Mapping::new(&locked.file, JOURNAL_MAX as usize) {
                 Ok(map) => Some(map),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) => {
                     self.syncer.send(Job::Remove {
@@ -430,8 +449,19 @@ impl Store {
 
     /// Lists the directory: its size, and other processes' files that may need adopting.
     pub fn scan(&mut self) -> io::Result<()> {
+        self.close_resolved_journal();
         let list = files::list(&self.settings.dir)?;
-        self.dir_bytes = list.iter().map(|(_, size)| size).sum();
+        // This process's mapped journals are counted by what is written, not reserved.
+        let reserved: u64 = self
+            .segments
+            .values()
+            .filter_map(|s| Some(s.map.as_ref()?.len as u64 - s.bytes))
+            .sum();
+        self.dir_bytes = list
+            .iter()
+            .map(|(_, size)| size)
+            .sum::<u64>()
+            .saturating_sub(reserved);
         self.candidates = list
             .into_iter()
             .map(|(name, _)| name)
