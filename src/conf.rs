@@ -704,7 +704,9 @@ extern "C" fn set_spool(
     let mut path = args(cf)[1];
     // Relative to nginx's prefix, as nginx's own paths are.
     // SAFETY: the cycle being configured; the full name is allocated from its pool.
-    if unsafe { ngx::ffi::ngx_conf_full_name(cf.cycle, &mut path, 0) } != ngx::ffi::NGX_OK as ngx_int_t {
+    if unsafe { ngx::ffi::ngx_conf_full_name(cf.cycle, &mut path, 0) }
+        != ngx::ffi::NGX_OK as ngx_int_t
+    {
         return NGX_CONF_ERROR;
     }
     let path = std::path::PathBuf::from(text(&path).into_owned());
@@ -769,7 +771,10 @@ extern "C" fn set_spool(
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
             let p = spool.path.display().to_string();
-            return emerg(cf, format_args!("\"kafka_spool\" path \"{p}\" is not a directory"));
+            return emerg(
+                cf,
+                format_args!("\"kafka_spool\" path \"{p}\" is not a directory"),
+            );
         }
         Err(e) => {
             let p = spool.path.display().to_string();
@@ -823,7 +828,11 @@ pub fn init_main(cf: &mut ngx_conf_t, mcf: &mut MainConf) -> *mut c_char {
         );
     }
     if (mcf.ready || mcf.spool.is_some()) && mcf.option("statistics.interval.ms") == Some("0") {
-        let needs = if mcf.ready { "kafka_ready" } else { "kafka_spool" };
+        let needs = if mcf.ready {
+            "kafka_ready"
+        } else {
+            "kafka_spool"
+        };
         return emerg(
             cf,
             format_args!(

@@ -272,7 +272,10 @@ fn metrics_directives() {
 #[test]
 fn delivery_spool_and_header_directives() {
     let dir = TempDir::new("config-spool");
-    let spool = format!("kafka_spool {} max_size=10m fsync=100ms replay_rate=500;", dir.0.display());
+    let spool = format!(
+        "kafka_spool {} max_size=10m fsync=100ms replay_rate=500;",
+        dir.0.display()
+    );
     let (ok, out) = config_test(&conf_with(
         &format!("{spool} kafka_header id $request_id; kafka_header src nginx;"),
         "location = /q { kafka_ingest; kafka_topic t; kafka_delivery queued; } \

@@ -175,15 +175,16 @@ fn module_under_memcheck() {
             http.post("/in", "", format!("down-{i}").as_bytes()).status,
             204
         );
-        assert_eq!(http.post("/d", "", format!("down-d-{i}").as_bytes()).status, 204);
+        assert_eq!(
+            http.post("/d", "", format!("down-d-{i}").as_bytes()).status,
+            204
+        );
     }
     // Acknowledged: the wait ends; a client that goes away while it waits.
     assert_eq!(http.post("/a", "", b"down-a").status, 503);
     for i in 0..3 {
         let mut gone = std::net::TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();
-        let request = format!(
-            "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\ngone-a-{i}"
-        );
+        let request = format!("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\ngone-a-{i}");
         std::io::Write::write_all(&mut gone, request.as_bytes()).unwrap();
         std::thread::sleep(Duration::from_millis(200));
         drop(gone);

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -233,21 +234,23 @@ impl Store {
             }
         };
         let seg = self.segments.get_mut(&id).expect("the active file");
-        if let Some(map) = seg.map.as_mut() {
-            map.write(seg.bytes, &self.buf);
-        } else if let Err(e) = seg
-            .file
-            .as_mut()
-            .expect("an open file")
-            .file
-            .write_all(&self.buf)
-        {
-            let locked = seg.file.as_mut().expect("an open file");
-            // Never leave half a record for the next append to follow.
-            let _ = locked.file.set_len(seg.bytes);
-            let _ = locked.file.seek(SeekFrom::Start(seg.bytes));
-            self.counts.refused += 1;
-            return Err(classify(e));
+        match seg.map.as_mut() {
+            Some(map) if seg.bytes + len <= map.len as u64 => map.write(seg.bytes, &self.buf),
+            // Past a mapping (a record larger than a journal), or without one: a positional
+            // write at the end of what was written.
+            map => {
+                let mapped = map.is_some();
+                let file = &seg.file.as_ref().expect("an open file").file;
+                if let Err(e) = file.write_all_at(&self.buf, seg.bytes) {
+                    // Never leave half a record at the end (a mapped file keeps its length:
+                    // the next append overwrites it).
+                    if !mapped {
+                        let _ = file.set_len(seg.bytes);
+                    }
+                    self.counts.refused += 1;
+                    return Err(classify(e));
+                }
+            }
         }
         seg.bytes += len;
         seg.issued += 1;
@@ -299,9 +302,10 @@ impl Store {
     /// Seals the journal being written if every record in it is resolved (it is then
     /// removed): an idle journal does not hold its bytes against the cap.
     fn close_resolved_journal(&mut self) {
-        let done = self.journal.and_then(|id| self.segments.get(&id)).is_some_and(|s| {
-            s.issued > 0 && s.resolved >= s.issued
-        });
+        let done = self
+            .journal
+            .and_then(|id| self.segments.get(&id))
+            .is_some_and(|s| s.issued > 0 && s.resolved >= s.issued);
         if let (true, Some(id)) = (done, self.journal) {
             self.seal(id);
         }
@@ -330,18 +334,22 @@ impl Store {
         // A journal is written through a mapping where the file system can allocate its
         // blocks up front (not NFS before 4.2, for one): elsewhere with write(2).
         let map = match kind {
-            Kind::Journal if self.settings.max_size >= MAP_MIN_CAP => match Mapping::new(&locked.file, JOURNAL_MAX as usize) {
-                Ok(map) => Some(map),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) => {
-                    self.syncer.send(Job::Remove {
-                        sync: Vec::new(),
-                        path: locked.path.clone(),
-                        locked: Some(locked),
-                    });
-                    return Err(AppendError::NoSpace);
+            Kind::Journal if self.settings.max_size >= MAP_MIN_CAP => {
+                match Mapping::new(&locked.file, JOURNAL_MAX as usize) {
+                    Ok(map) => Some(map),
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) =>
+                    {
+                        self.syncer.send(Job::Remove {
+                            sync: Vec::new(),
+                            path: locked.path.clone(),
+                            locked: Some(locked),
+                        });
+                        return Err(AppendError::NoSpace);
+                    }
+                    Err(_) => None,
                 }
-                Err(_) => None,
-            },
+            }
             _ => None,
         };
         self.segments.insert(
@@ -487,7 +495,11 @@ impl Store {
     /// Hands out up to `max` records for replay, oldest file first, each with the id that
     /// resolves it. `produce` returns false when it cannot take the record now; it is
     /// offered again on the next call.
-    pub fn replay(&mut self, max: usize, mut produce: impl FnMut(&Record<'_>, u32) -> bool) -> usize {
+    pub fn replay(
+        &mut self,
+        max: usize,
+        mut produce: impl FnMut(&Record<'_>, u32) -> bool,
+    ) -> usize {
         let mut handed = 0;
         while handed < max {
             if self.replaying.is_none() {
@@ -538,7 +550,10 @@ impl Store {
                 _ => return false,
             }
         }
-        let own = self.waiting.first().map(|id| self.segments[id].name.age_key());
+        let own = self
+            .waiting
+            .first()
+            .map(|id| self.segments[id].name.age_key());
         let other = self.candidates.first().map(Name::age_key);
         let adopt = match (own, other) {
             (Some(o), Some(c)) => c < o,
@@ -548,7 +563,9 @@ impl Store {
         if adopt {
             let name = self.candidates.remove(0);
             self.adopt(name);
-            return self.replaying.is_some() || !self.candidates.is_empty() || !self.waiting.is_empty();
+            return self.replaying.is_some()
+                || !self.candidates.is_empty()
+                || !self.waiting.is_empty();
         }
         let Some(id) = (!self.waiting.is_empty()).then(|| self.waiting.remove(0)) else {
             return false;
@@ -915,7 +932,27 @@ mod tests {
         assert_eq!(b.counts.torn, 1);
         drop(b);
         drop(a);
-        assert!(names(&d).iter().all(|n| !n.contains(".7.")), "{:?}", names(&d));
+        assert!(
+            names(&d).iter().all(|n| !n.contains(".7.")),
+            "{:?}",
+            names(&d)
+        );
+    }
+
+    #[test]
+    fn a_record_larger_than_a_journal_is_written() {
+        let d = dir("large");
+        let mut s = store(&d, 1);
+        let big = vec![b'b'; JOURNAL_MAX as usize + 10];
+        s.append(Kind::Journal, &record(b"small")).unwrap();
+        s.append(Kind::Journal, &record(&big)).unwrap();
+        s.append(Kind::Journal, &record(b"after")).unwrap();
+        s.close();
+        drop(s);
+        let mut b = store(&d, 2);
+        b.scan().unwrap();
+        let got = replay_all(&mut b);
+        assert_eq!(got, vec![b"small".to_vec(), big, b"after".to_vec()]);
     }
 
     #[test]

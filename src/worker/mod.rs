@@ -38,18 +38,18 @@ use rdkafka::types::RDKafkaRespErr;
 
 use crate::conf::{Delivery, LocationConf};
 use crate::delivery::{LogRef, Report, Reports, Route};
-use crate::spool::files::{now_ms, Kind};
-use crate::spool::format::Record;
-use acks::Ack;
-use send::Message;
-use spooling::{Kept, Spooling};
 use crate::http::Rejection;
 use crate::metrics::stats::Stats;
 use crate::metrics::zone::BYTES;
 use crate::metrics::{Broker, LastError, ProducerState, WorkerGauges, ACCEPTED};
+use crate::spool::files::{now_ms, Kind};
+use crate::spool::format::Record;
 use crate::topics::{Found, Registry, Step};
 use crate::Module;
+use acks::Ack;
 use queue::{Budget, MainQueue, Sink};
+use send::Message;
+use spooling::{Kept, Spooling};
 use topics::{Lookups, Topic, Waiter};
 use wakeup::Wakeup;
 
@@ -341,8 +341,9 @@ impl Worker {
             timestamp_ms: 0,
         };
         let produced = match from.location.delivery() {
-            Delivery::Queued => send::send(rk, rkt, &message, route.cast_mut().cast())
-                .map(|()| Produced::Queued),
+            Delivery::Queued => {
+                send::send(rk, rkt, &message, route.cast_mut().cast()).map(|()| Produced::Queued)
+            }
             Delivery::Durable => self.produce_durable(route, rkt, event, &message)?,
             Delivery::Acked => {
                 let ack = Ack::new(r, from.location.ack_timeout, crate::http::answer_acked)
@@ -391,7 +392,10 @@ impl Worker {
         // An acknowledged event is counted when it is answered (`crate::http::answer_acked`).
         if let (Some(set), false) = (set, matches!(produced, Produced::Waiting)) {
             set.add(ACCEPTED, 1);
-            set.add(BYTES, (event.value.len() + event.key.map_or(0, <[u8]>::len)) as u64);
+            set.add(
+                BYTES,
+                (event.value.len() + event.key.map_or(0, <[u8]>::len)) as u64,
+            );
         }
         if matches!(produced, Produced::Spooled) {
             return Ok(produced);
@@ -926,7 +930,10 @@ extern "C" fn on_wakeup(ev: *mut ngx_event_t) {
 extern "C" fn on_replay(_: *mut ngx_event_t) {
     with_worker(|w| {
         w.replay_turn();
-        let pending = w.spooling.as_ref().is_some_and(|s| s.store.replay_pending());
+        let pending = w
+            .spooling
+            .as_ref()
+            .is_some_and(|s| s.store.replay_pending());
         if pending && w.exit.is_none() {
             w.replay.arm(REPLAY_TICK_MS);
         }
@@ -1040,7 +1047,9 @@ pub fn start(cycle: &mut ngx_cycle_t) -> Status {
 pub fn retry_after(min: ngx::ffi::time_t) -> ngx::ffi::time_t {
     let derived = with_worker(|w| {
         let drain = w.in_flight() as f64 / w.rate.max(1.0);
-        let down = w.down_since.map_or(0, |t| now_ms().saturating_sub(t) / 2000);
+        let down = w
+            .down_since
+            .map_or(0, |t| now_ms().saturating_sub(t) / 2000);
         drain.ceil().max(down as f64) as ngx::ffi::time_t
     })
     .unwrap_or(0);

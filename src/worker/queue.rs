@@ -207,9 +207,7 @@ fn report(m: &rdsys::rd_kafka_message_t) -> Report<'_> {
 fn message_headers(m: &rdsys::rd_kafka_message_t) -> Vec<(&[u8], Option<&[u8]>)> {
     let mut hdrs: *mut rdsys::rd_kafka_headers_t = ptr::null_mut();
     // SAFETY: the headers stay owned by the live message.
-    let err = unsafe {
-        rdsys::rd_kafka_message_headers(ptr::from_ref(m), &mut hdrs)
-    };
+    let err = unsafe { rdsys::rd_kafka_message_headers(ptr::from_ref(m), &mut hdrs) };
     if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR || hdrs.is_null() {
         return Vec::new();
     }

@@ -59,7 +59,10 @@ impl Spooling {
             log_limited(
                 NGX_LOG_CRIT as ngx_uint_t,
                 log,
-                &format!("kafka_spool \"{}\" cannot be read: {e}", conf.path.display()),
+                &format!(
+                    "kafka_spool \"{}\" cannot be read: {e}",
+                    conf.path.display()
+                ),
             );
         }
         // `nginx -t` runs as another user than the workers (`user`): say it now, not at
