@@ -105,28 +105,7 @@ impl Tansu {
             String::from_utf8_lossy(&out.stderr)
         );
         // The topic is visible in metadata with every partition before anyone produces.
-        let probe: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.brokers())
-            .create()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(md) = probe.fetch_metadata(Some(name), Duration::from_secs(5)) {
-                if md
-                    .topics()
-                    .iter()
-                    .any(|t| t.error().is_none() && t.partitions().len() == partitions as usize)
-                {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "topic {name} does not appear:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_topic(&self.brokers(), name, partitions, || self.log());
     }
 }
 

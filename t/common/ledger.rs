@@ -918,24 +918,7 @@ impl DurableTansu {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let probe: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.brokers())
-            .create()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(md) = probe.fetch_metadata(Some(name), Duration::from_secs(5)) {
-                if md
-                    .topics()
-                    .iter()
-                    .any(|t| t.error().is_none() && t.partitions().len() == partitions as usize)
-                {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "topic {name} does not appear");
-            thread::sleep(Duration::from_millis(100));
-        }
+        super::wait_for_topic(&self.brokers(), name, partitions, String::new);
     }
 }
 

@@ -1054,3 +1054,30 @@ impl Drop for Prometheus {
         }
     }
 }
+
+/// Waits until the cluster's metadata lists topic `name` with all its `partitions` (a topic
+/// just created is not at once visible everywhere); `context` says more when it does not.
+pub fn wait_for_topic(brokers: &str, name: &str, partitions: i32, context: impl Fn() -> String) {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(md) = probe.fetch_metadata(Some(name), Duration::from_secs(5)) {
+            if md
+                .topics()
+                .iter()
+                .any(|t| t.error().is_none() && t.partitions().len() == partitions as usize)
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "topic {name} does not appear:\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
