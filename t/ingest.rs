@@ -257,3 +257,54 @@ fn example_refuses_oversized_bodies_as_json() {
     assert!(r.text().contains("\"error\":\"too_large\""), "{}", r.text());
     assert!(consume(&brokers, "my-poc-topic-01", 1, Duration::from_secs(2)).is_empty());
 }
+
+/// `kafka_header`: values with variables, an empty value adds nothing, and a location with
+/// its own headers does not inherit the enclosing level's (as `add_header`).
+#[test]
+fn headers_reach_kafka() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+
+    let (_cluster, brokers) = cluster(&[("hdr", 1)]);
+    let conf = conf_with(
+        "kafka_header id $arg_id; kafka_header src nginx-test; kafka_header empty $arg_none;",
+        "location = /a { kafka_ingest; kafka_topic hdr; }\n\
+         location = /b { kafka_ingest; kafka_topic hdr; kafka_header only \"b $arg_id\"; }",
+    );
+    let nginx = Nginx::start_conf(&conf, &brokers);
+    let mut http = Http::connect(nginx.port);
+    assert_eq!(http.request("POST", "/a?id=r1", &[], b"one").status, 204);
+    assert_eq!(http.request("POST", "/b?id=r2", &[], b"two").status, 204);
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "headers")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["hdr"]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut got = Vec::new();
+    while got.len() < 2 && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers: Vec<(String, Vec<u8>)> = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            got.push((m.payload().unwrap_or_default().to_vec(), headers));
+        }
+    }
+    got.sort();
+    let h = |k: &str, v: &str| (k.to_string(), v.as_bytes().to_vec());
+    assert_eq!(
+        got,
+        vec![
+            (b"one".to_vec(), vec![h("id", "r1"), h("src", "nginx-test")]),
+            (b"two".to_vec(), vec![h("only", "b r2")]),
+        ]
+    );
+}
