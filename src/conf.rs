@@ -60,7 +60,7 @@ pub struct MainConf {
     pub acked: bool,
 }
 
-/// `kafka_spool path [max_size=size] [fsync=time|off] [replay_rate=number]
+/// `kafka_spool path [max_size=size] [fsync=time|batch|off] [replay_rate=number]
 /// [dead_letter_after=time]`.
 #[derive(Clone, Debug)]
 pub struct SpoolConf {
@@ -69,6 +69,8 @@ pub struct SpoolConf {
     pub max_size: u64,
     /// How often written files are synced to storage; `None`: never (the page cache only).
     pub fsync: Option<ngx_msec_t>,
+    /// `fsync=batch`: a `durable` answer waits until its record is synced (group commit).
+    pub fsync_batch: bool,
     /// Events per second one worker replays.
     pub replay_rate: u32,
     /// How long a record may wait for its topic to exist before it is dead-lettered.
@@ -714,6 +716,7 @@ extern "C" fn set_spool(
         path,
         max_size: 1 << 30,
         fsync: Some(1000),
+        fsync_batch: false,
         replay_rate: 10_000,
         dead_letter_after: 3_600_000,
     };
@@ -739,6 +742,13 @@ extern "C" fn set_spool(
             },
             b"fsync" if value == b"off" => {
                 spool.fsync = None;
+                true
+            }
+            // Group commit: durable answers wait for the sync of their batch; other files
+            // are synced every second.
+            b"fsync" if value == b"batch" => {
+                spool.fsync = Some(1000);
+                spool.fsync_batch = true;
                 true
             }
             b"fsync" | b"dead_letter_after" => {

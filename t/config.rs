@@ -310,6 +310,11 @@ fn delivery_spool_and_header_directives() {
         INGEST,
         r#"invalid value "max_size=lots" in "kafka_spool" directive"#,
     );
+    let (ok, out) = config_test(&conf_with(
+        &format!("kafka_spool {} fsync=batch;", dir.0.display()),
+        "location = /d { kafka_ingest; kafka_topic t; kafka_delivery durable; }",
+    ));
+    assert!(ok, "{out}");
     rejects(
         &format!("kafka_spool {} fsync=never;", dir.0.display()),
         INGEST,

@@ -68,7 +68,7 @@ fn module_under_memcheck() {
     let brokers = cluster.bootstrap_servers();
     let spool = TempDir::new("memcheck-spool");
     let conf = conf_with(
-        &format!("kafka_spool {} fsync=100ms;\n\
+        &format!("kafka_spool {} fsync=batch;\n\
          kafka_header id $request_id;\n\
          kafka_flush_timeout 2s;\n\
          log_format kafka '$kafka_result $kafka_topic $kafka_key $kafka_bytes';\n\

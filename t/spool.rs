@@ -335,15 +335,15 @@ fn fast_stop_with_broker_down_then_restart() {
 
 // 6. A worker SIGKILLed under load.
 
-fn worker_killed(scenario: &str, delivery: &str, spool: bool) -> Report {
+/// `spool`: the options of `kafka_spool`, if there is one.
+fn worker_killed(scenario: &str, delivery: &str, spool: Option<&str>) -> Report {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("killed-worker", 3, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let dir = spool_dir("worker-spool");
-    let spool_line = if spool {
-        format!("kafka_spool {} fsync=100ms;", dir.0.display())
-    } else {
-        String::new()
+    let spool_line = match spool {
+        Some(options) => format!("kafka_spool {} {options};", dir.0.display()),
+        None => String::new(),
     };
     // linger.ms 200: the worker holds events in memory when it is killed.
     let conf = conf(
@@ -381,18 +381,28 @@ fn worker_killed(scenario: &str, delivery: &str, spool: bool) -> Report {
 
 #[test]
 fn worker_killed_durable() {
-    worker_killed("worker-killed-durable", "durable", true).assert_missing_zero();
+    worker_killed("worker-killed-durable", "durable", Some("fsync=100ms")).assert_missing_zero();
+}
+
+#[test]
+fn worker_killed_durable_fsync_batch() {
+    worker_killed(
+        "worker-killed-durable-batch",
+        "durable",
+        Some("fsync=batch"),
+    )
+    .assert_missing_zero();
 }
 
 #[test]
 fn worker_killed_acked() {
-    worker_killed("worker-killed-acked", "acked", false).assert_missing_zero();
+    worker_killed("worker-killed-acked", "acked", None).assert_missing_zero();
 }
 
 /// What `queued` without a spool loses when a worker dies: reported, not asserted.
 #[test]
 fn worker_killed_queued_loses_what_it_held() {
-    let report = worker_killed("worker-killed-queued-no-spool", "queued", false);
+    let report = worker_killed("worker-killed-queued-no-spool", "queued", None);
     println!(
         "  queued without a spool: {} accepted events lost with the killed worker",
         report.missing.len()
@@ -445,6 +455,74 @@ fn nginx_killed_with_broker_down_durable() {
     report.print();
     print_spool_lines(&second.logs());
     report.assert_missing_zero();
+}
+
+// 7b. `fsync=batch`: a durable answer waits for a sync of its record.
+
+/// A client that sends one event at a time is answered only after a sync that began once
+/// its event was written: at least one sync per event, and each event read back. With a
+/// periodic `fsync` the same events share one or two syncs (what makes this test fail
+/// without group commit).
+#[test]
+fn fsync_batch_answers_after_a_sync() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("batch", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let events = 40;
+    let mut read = 0;
+    for fsync in ["batch", "1s"] {
+        let dir = spool_dir("batch-spool");
+        let conf = conf(
+            1,
+            &format!("kafka_spool {} fsync={fsync};", dir.0.display()),
+            "location = /in { kafka_ingest; kafka_topic batch; kafka_delivery durable; }
+             location = /metrics { kafka_metrics; }",
+        );
+        let mut nginx = Nginx::start_conf(&conf, &brokers);
+        let mut client = Http::connect(nginx.port);
+        let sent: Vec<Vec<u8>> = (0..events)
+            .map(|i| format!("{{\"fsync\":\"{fsync}\",\"n\":{i}}}").into_bytes())
+            .collect();
+        for body in &sent {
+            let r = client.post("/in", "batch", body);
+            assert_eq!(r.status, 204, "{}", r.text());
+        }
+        let mut metrics = Exposition::default();
+        poll_until("the gauges", Duration::from_secs(10), || {
+            metrics = Exposition::parse(&get(nginx.port, "/metrics").text());
+            metrics.sum("nginx_kafka_spool_journaled_total", &[]) >= events as f64
+        });
+        let syncs = metrics.sum("nginx_kafka_spool_syncs_total", &[]);
+        let accepted = metrics.sum(
+            "nginx_kafka_requests_total",
+            &[("location", "/in"), ("result", "accepted")],
+        );
+        println!("  fsync={fsync}: {events} events one at a time, {syncs} syncs");
+        assert_eq!(
+            accepted, events as f64,
+            "every answered event is counted once"
+        );
+        if fsync == "batch" {
+            assert!(
+                syncs >= events as f64,
+                "one sync per answer at least: {syncs}"
+            );
+        } else {
+            assert!(
+                syncs < events as f64 / 2.0,
+                "periodic syncs are shared: {syncs}"
+            );
+        }
+        read += events;
+        let got = consume(&brokers, "batch", read, IDLE);
+        let values: Vec<Vec<u8>> = got[read - events..]
+            .iter()
+            .map(|r| r.value.clone())
+            .collect();
+        assert_eq!(values, sent);
+        nginx.quit();
+        nginx.check_logs();
+    }
 }
 
 // 8. A full spool and a read-only spool.

@@ -141,8 +141,9 @@ fn refuse(r: &mut Request, lcf: &LocationConf, rejection: Rejection) -> ngx_int_
     send_rejection(r, rejection, worker::retry_after(lcf.retry_after))
 }
 
-/// Answers a request of an `acked` location once its event's delivery report came, or the
-/// wait ended; returns what the request is finalized with.
+/// Answers a request of an `acked` location once its event's delivery report came (of a
+/// `durable` one with `fsync=batch`, once its record was synced), or the wait ended;
+/// returns what the request is finalized with.
 pub fn answer_acked(r: *mut ngx_http_request_t, outcome: worker::Outcome) -> ngx_int_t {
     // SAFETY: a live request, kept open until now (see `worker::acks`).
     let r = unsafe { Request::from_ngx_http_request(r) };
@@ -164,6 +165,7 @@ pub fn answer_acked(r: *mut ngx_http_request_t, outcome: worker::Outcome) -> ngx
         }
         worker::Outcome::NotDelivered => Rejection::NotDelivered,
         worker::Outcome::TimedOut => Rejection::AckTimeout,
+        worker::Outcome::NotStored => Rejection::SpoolFull,
     };
     if let Some(set) = set {
         set.add(rejection.result(), 1);

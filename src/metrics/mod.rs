@@ -170,6 +170,8 @@ pub struct SpoolGauges {
     pub torn: u64,
     /// Files of processes that are gone, taken over for replay.
     pub adopted: u64,
+    /// Syncs of the worker's files to storage (`fsync`): one per period or per batch.
+    pub syncs: u64,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]

@@ -169,7 +169,7 @@ pub fn prometheus(s: &Snapshot, out: &mut Vec<u8>) {
     }
     // Only workers with a `kafka_spool`. The counts are the process's, like the brokers'
     // request errors: a new worker starts new series (another `pid`).
-    let spool: [Family<SpoolGauges>; 10] = [
+    let spool: [Family<SpoolGauges>; 11] = [
         (
             "nginx_kafka_spool_bytes",
             GAUGE,
@@ -230,6 +230,12 @@ pub fn prometheus(s: &Snapshot, out: &mut Vec<u8>) {
             "Spool files of processes that are gone, taken over by the worker to replay.",
             |s| s.adopted,
         ),
+        (
+            "nginx_kafka_spool_syncs_total",
+            COUNTER,
+            "Syncs of the worker's spool files to storage: one per fsync period, or per batch.",
+            |s| s.syncs,
+        ),
     ];
     for (name, kind, help, value) in spool {
         t.family(name, kind, help);
@@ -285,7 +291,8 @@ pub fn prometheus(s: &Snapshot, out: &mut Vec<u8>) {
 ///  "workers":[{"worker":0,"pid":123,"state":"up","queue":{"messages":..,"bytes":..,
 ///    "max_messages":..,"max_bytes":..},"in_flight":..,"last_error":null|{"name":..,"time":..},
 ///    "spool":null|{"bytes":..,"files":..,"journaled":..,"spooled":..,"replayed":..,
-///      "dead_letter":..,"refused":..,"corrupt":..,"torn":..,"adopted":..},
+///      "dead_letter":..,"refused":..,"corrupt":..,"torn":..,"adopted":..,
+///      "syncs":..},
 ///    "brokers":[{"name":..,"node_id":..,"state":..,"up":true,"rtt_seconds":..,
 ///      "throttle_seconds":..,"request_errors":..}]}]}
 /// ```
@@ -588,6 +595,7 @@ struct JsonSpool {
     corrupt: u64,
     torn: u64,
     adopted: u64,
+    syncs: u64,
 }
 
 impl From<SpoolGauges> for JsonSpool {
@@ -603,6 +611,7 @@ impl From<SpoolGauges> for JsonSpool {
             corrupt: s.corrupt,
             torn: s.torn,
             adopted: s.adopted,
+            syncs: s.syncs,
         }
     }
 }
@@ -726,6 +735,7 @@ mod tests {
             corrupt: 4,
             torn: 5,
             adopted: 6,
+            syncs: 12,
         }
     }
 
@@ -741,7 +751,7 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    const FAMILIES: [&str; 31] = [
+    const FAMILIES: [&str; 32] = [
         "nginx_kafka_requests_total",
         "nginx_kafka_accepted_bytes_total",
         "nginx_kafka_delivered_total",
@@ -768,6 +778,7 @@ mod tests {
         "nginx_kafka_spool_corrupt_total",
         "nginx_kafka_spool_torn_total",
         "nginx_kafka_spool_adopted_total",
+        "nginx_kafka_spool_syncs_total",
         "nginx_kafka_broker_up",
         "nginx_kafka_broker_state",
         "nginx_kafka_broker_rtt_seconds",
@@ -941,6 +952,7 @@ mod tests {
             ("nginx_kafka_spool_corrupt_total", "4"),
             ("nginx_kafka_spool_torn_total", "5"),
             ("nginx_kafka_spool_adopted_total", "6"),
+            ("nginx_kafka_spool_syncs_total", "12"),
         ] {
             assert_eq!(
                 samples(&f, name),
@@ -1142,7 +1154,7 @@ mod tests {
                 r#""workers":[{{"worker":1,"pid":77,"state":"down","queue":{{"messages":1,"bytes":2,"#,
                 r#""max_messages":3,"max_bytes":4}},"in_flight":5,"last_error":{{"name":"_TRANSPORT","time":9}},"#,
                 r#""spool":{{"bytes":5242880,"files":3,"journaled":1000,"spooled":40,"replayed":30,"#,
-                r#""dead_letter":11,"refused":1,"corrupt":4,"torn":5,"adopted":6}},"#,
+                r#""dead_letter":11,"refused":1,"corrupt":4,"torn":5,"adopted":6,"syncs":12}},"#,
                 r#""brokers":[{{"name":"h:9092/1","node_id":1,"state":"DOWN","up":false,"#,
                 r#""rtt_seconds":0.000123,"throttle_seconds":0.005,"request_errors":7}}]}}]}}"#
             ),
@@ -1175,7 +1187,7 @@ mod tests {
         assert_eq!(v["workers"][0]["last_error"]["name"], "MSG_TIMED_OUT");
         assert!(v["workers"][1]["last_error"].is_null());
         assert_eq!(v["workers"][0]["spool"]["dead_letter"], 2);
-        assert_eq!(v["workers"][0]["spool"].as_object().unwrap().len(), 10);
+        assert_eq!(v["workers"][0]["spool"].as_object().unwrap().len(), 11);
         assert!(v["workers"][1]["spool"].is_null());
         assert_eq!(v["workers"][1]["state"], "exiting");
         assert_eq!(v["workers"][0]["brokers"][1]["node_id"], -1);

@@ -843,6 +843,7 @@ mod tests {
             corrupt: 8,
             torn: 9,
             adopted: u64::MAX,
+            syncs: 10,
         };
         let gauges = WorkerGauges {
             worker: 3,

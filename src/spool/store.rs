@@ -56,6 +56,8 @@ pub struct Counts {
     pub torn: u64,
     pub adopted: u64,
     pub removed: u64,
+    /// Syncs sent to the syncer thread.
+    pub syncs: u64,
 }
 
 /// A file of this process: one being written, replayed, or waiting for its records to be
@@ -446,13 +448,30 @@ impl Store {
             self.dirty.clear();
             return;
         }
-        let files = self
-            .dirty
+        let files = self.dirty_files();
+        self.counts.syncs += 1;
+        self.syncer.send(Job::Sync(files, None));
+    }
+
+    /// Syncs the files written since the last call, like `sync`, then tells `done`: every
+    /// record appended before this call is on storage (`Committed::ok`), or a sync failed.
+    pub fn commit(&mut self, done: Done) {
+        let files = self.dirty_files();
+        self.counts.syncs += 1;
+        self.syncer.send(Job::Sync(files, Some(done)));
+    }
+
+    fn dirty_files(&mut self) -> Vec<File> {
+        self.dirty
             .drain(..)
             .filter_map(|id| self.segments.get(&id))
             .filter_map(|s| s.file.as_ref()?.file.try_clone().ok())
-            .collect();
-        self.syncer.send(Job::Sync(files));
+            .collect()
+    }
+
+    /// Whether records were appended since the last sync.
+    pub fn dirty(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
     /// Lists the directory: its size, and other processes' files that may need adopting.
@@ -724,8 +743,36 @@ fn classify(e: io::Error) -> AppendError {
     }
 }
 
+/// Where a commit (`Store::commit`) is reported: its batch number and whether every sync
+/// succeeded go to `tx`, then `signal` (an eventfd) is written, waking the worker.
+pub struct Done {
+    pub batch: u64,
+    pub tx: mpsc::Sender<Committed>,
+    pub signal: std::sync::Arc<std::os::fd::OwnedFd>,
+}
+
+/// A finished commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub batch: u64,
+    pub ok: bool,
+}
+
+impl Done {
+    fn report(self, ok: bool) {
+        use std::os::fd::AsRawFd;
+        let _ = self.tx.send(Committed {
+            batch: self.batch,
+            ok,
+        });
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes to an eventfd that `signal` keeps open.
+        unsafe { libc::write(self.signal.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+}
+
 enum Job {
-    Sync(Vec<File>),
+    Sync(Vec<File>, Option<Done>),
     Remove {
         sync: Vec<File>,
         path: PathBuf,
@@ -747,11 +794,7 @@ impl Syncer {
             .spawn(move || {
                 for job in rx {
                     match job {
-                        Job::Sync(files) => {
-                            for f in files {
-                                let _ = f.sync_data();
-                            }
-                        }
+                        Job::Sync(files, done) => sync(files, done),
                         Job::Remove { sync, path, locked } => {
                             for f in sync {
                                 let _ = f.sync_data();
@@ -790,10 +833,20 @@ impl Syncer {
     }
 }
 
+/// Syncs `files` (the data, and the size where it changed), then reports to `done`.
+fn sync(files: Vec<File>, done: Option<Done>) {
+    // Every file is synced, even after one failed.
+    let failed = files.iter().filter(|f| f.sync_data().is_err()).count();
+    let ok = failed == 0;
+    if let Some(done) = done {
+        done.report(ok);
+    }
+}
+
 /// Without a thread (it could not start): the job runs on the caller's thread.
 fn run_now(job: Job) {
     match job {
-        Job::Sync(files) => files.iter().for_each(|f| drop(f.sync_data())),
+        Job::Sync(files, done) => sync(files, done),
         Job::Remove { sync, path, locked } => {
             sync.iter().for_each(|f| drop(f.sync_data()));
             let _ = std::fs::remove_file(path);
@@ -860,6 +913,45 @@ mod tests {
         }
         s.replay(100, |_, _| true);
         got
+    }
+
+    #[test]
+    fn a_commit_reports_its_batch_after_the_sync_and_signals() {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let d = dir("commit");
+        let mut s = store(&d, 1);
+        // SAFETY: a new eventfd, owned by `signal`.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(fd >= 0);
+        let signal = std::sync::Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let (tx, rx) = mpsc::channel();
+        s.append(Kind::Journal, &record(b"a")).unwrap();
+        assert!(s.dirty());
+        s.commit(Done {
+            batch: 7,
+            tx: tx.clone(),
+            signal: signal.clone(),
+        });
+        assert!(!s.dirty(), "the commit takes what was written");
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(got, Committed { batch: 7, ok: true });
+        let mut n = [0u8; 8];
+        // SAFETY: reads the eventfd's counter (blocking: it was written).
+        assert_eq!(
+            unsafe { libc::read(signal.as_raw_fd(), n.as_mut_ptr().cast(), 8) },
+            8
+        );
+        assert_eq!(u64::from_ne_bytes(n), 1);
+        // Nothing written since: a commit still reports (requests may wait on it).
+        s.commit(Done {
+            batch: 8,
+            tx,
+            signal,
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(got, Committed { batch: 8, ok: true });
+        assert_eq!(s.counts.syncs, 2);
+        s.close();
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Requests of `kafka_delivery acked` locations, waiting for their event's delivery report.
+//! Requests of `kafka_delivery acked` locations, waiting for their event's delivery report
+//! (and of `durable` ones with `fsync=batch`, waiting for their record's sync: `commit.rs`).
 //!
 //! A wait is shared by the message's ticket (until its report comes) and by the request (a
 //! pool cleanup, until the request is answered or ends). Whichever comes first decides: the
@@ -21,6 +22,8 @@ pub enum Outcome {
     Acked,
     NotDelivered,
     TimedOut,
+    /// `fsync=batch`: the sync of its journal record failed.
+    NotStored,
 }
 
 #[repr(C)]

@@ -13,6 +13,7 @@
 //! then finishes within the master's kill window (`stop`).
 
 mod acks;
+mod commit;
 mod queue;
 mod send;
 mod spooling;
@@ -340,11 +341,26 @@ impl Worker {
             headers: event.headers,
             timestamp_ms: 0,
         };
+        // `fsync=batch`: a durable answer waits for the sync of its record.
+        let mut synced: Option<Ack> = None;
         let produced = match from.location.delivery() {
             Delivery::Queued => {
                 send::send(rk, rkt, &message, route.cast_mut().cast()).map(|()| Produced::Queued)
             }
-            Delivery::Durable => self.produce_durable(route, rkt, event, &message)?,
+            Delivery::Durable => {
+                if self.spooling.as_ref().is_some_and(|sp| sp.batch) {
+                    synced = Some(
+                        Ack::new(r, from.location.ack_timeout, crate::http::answer_acked)
+                            .ok_or(SendError::Kafka("no memory".into()))?,
+                    );
+                }
+                self.produce_durable(route, rkt, event, &message)
+                    .inspect_err(|_| {
+                        if let Some(ack) = synced.take() {
+                            ack.cancel();
+                        }
+                    })?
+            }
             Delivery::Acked => {
                 let ack = Ack::new(r, from.location.ack_timeout, crate::http::answer_acked)
                     .ok_or(SendError::Kafka("no memory".into()))?;
@@ -385,25 +401,37 @@ impl Worker {
                     if let (Some(set), Some(refused)) = (set, refused) {
                         set.add(refused.result(), 1);
                     }
+                    if let Some(ack) = synced {
+                        ack.cancel();
+                    }
                     return Err(e);
                 }
             }
         };
         // An acknowledged event is counted when it is answered (`crate::http::answer_acked`).
-        if let (Some(set), false) = (set, matches!(produced, Produced::Waiting)) {
+        let answered_later = matches!(produced, Produced::Waiting) || synced.is_some();
+        if let (Some(set), false) = (set, answered_later) {
             set.add(ACCEPTED, 1);
             set.add(
                 BYTES,
                 (event.value.len() + event.key.map_or(0, <[u8]>::len)) as u64,
             );
         }
-        if matches!(produced, Produced::Spooled) {
-            return Ok(produced);
+        if !matches!(produced, Produced::Spooled) {
+            self.reports.accepted += 1;
+            if self.tick.cancelable() {
+                // Something is in flight: an exiting worker must wait for it.
+                self.tick.set_cancelable(false);
+            }
         }
-        self.reports.accepted += 1;
-        if self.tick.cancelable() {
-            // Something is in flight: an exiting worker must wait for it.
-            self.tick.set_cancelable(false);
+        if let Some(ack) = synced {
+            if let Some(sp) = self.spooling.as_mut() {
+                if let Some(c) = sp.commit.as_mut() {
+                    c.wait(ack, &mut sp.store);
+                    return Ok(Produced::Waiting);
+                }
+            }
+            ack.cancel();
         }
         Ok(produced)
     }
@@ -422,6 +450,9 @@ impl Worker {
         let Some(sp) = self.spooling.as_mut() else {
             return Err(SendError::SpoolFull);
         };
+        if sp.batch && sp.commit.is_none() {
+            return Err(SendError::SpoolFull);
+        }
         let record = Record {
             flags: 0,
             timestamp_ms: now_ms() as i64,
@@ -688,6 +719,7 @@ impl Worker {
                     corrupt: c.corrupt,
                     torn: c.torn,
                     adopted: c.adopted,
+                    syncs: c.syncs,
                 }
             }),
         });
@@ -927,6 +959,23 @@ extern "C" fn on_wakeup(ev: *mut ngx_event_t) {
     resume(with_worker(Worker::turn));
 }
 
+extern "C" fn on_synced(ev: *mut ngx_event_t) {
+    Wakeup::drain(ev);
+    let answers = with_worker(|w| {
+        let mut answers = Vec::new();
+        if let Some(sp) = w.spooling.as_mut() {
+            if let Some(c) = sp.commit.as_mut() {
+                c.committed(&mut sp.store, &mut answers);
+            }
+        }
+        answers
+    });
+    resume(answers.map(|answers| Resume {
+        waiters: Vec::new(),
+        answers,
+    }));
+}
+
 extern "C" fn on_replay(_: *mut ngx_event_t) {
     with_worker(|w| {
         w.replay_turn();
@@ -1020,7 +1069,12 @@ pub fn start(cycle: &mut ngx_cycle_t) -> Status {
         },
         spooling: mcf.spool.as_ref().map(|conf| {
             // SAFETY: a plain read of nginx's process global.
-            Spooling::new(conf, unsafe { ngx::ffi::ngx_pid } as u32, log)
+            Spooling::new(
+                conf,
+                unsafe { ngx::ffi::ngx_pid } as u32,
+                Some(on_synced),
+                log,
+            )
         }),
         topics: Registry::new(mcf.max_topics, lookups_enabled),
         producer,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use ngx::ffi::{ngx_log_t, ngx_uint_t};
 use rdkafka::types::RDKafkaRespErr;
 
+use super::commit::Commit;
 use super::topics::Topic;
 use crate::conf::SpoolConf;
 use crate::delivery::{log_limited, Report, Route};
@@ -36,6 +37,10 @@ pub struct Spooling {
     refilled_at: u64,
     fsync_ms: Option<u64>,
     synced_at: u64,
+    /// `fsync=batch`: durable answers wait for their batch's sync. `None` there means no
+    /// eventfd could be had: durable events are then refused, never answered unsynced.
+    pub batch: bool,
+    pub commit: Option<Commit>,
     scanned_at: u64,
     dead_after_ms: u64,
     /// The route of replayed messages: the cycle's log, no counter set.
@@ -46,7 +51,13 @@ pub struct Spooling {
 }
 
 impl Spooling {
-    pub fn new(conf: &SpoolConf, pid: u32, log: *mut ngx_log_t) -> Spooling {
+    /// `on_synced` runs when a batch was synced (`fsync=batch`).
+    pub fn new(
+        conf: &SpoolConf,
+        pid: u32,
+        on_synced: ngx::ffi::ngx_event_handler_pt,
+        log: *mut ngx_log_t,
+    ) -> Spooling {
         let mut store = Store::new(
             Settings {
                 dir: conf.path.clone(),
@@ -81,6 +92,17 @@ impl Spooling {
                 );
             }
         }
+        let commit = conf
+            .fsync_batch
+            .then(|| Commit::new(on_synced, log))
+            .flatten();
+        if conf.fsync_batch && commit.is_none() {
+            log_limited(
+                NGX_LOG_CRIT as ngx_uint_t,
+                log,
+                "kafka_spool fsync=batch: no eventfd connection, durable events are refused",
+            );
+        }
         let now = now_ms();
         Spooling {
             store,
@@ -90,6 +112,8 @@ impl Spooling {
             refilled_at: now,
             fsync_ms: conf.fsync.map(|ms| ms as u64),
             synced_at: now,
+            batch: conf.fsync_batch,
+            commit,
             scanned_at: now,
             dead_after_ms: conf.dead_letter_after as u64,
             replay_route: Box::new(Route { log, set: None }),
@@ -115,7 +139,10 @@ impl Spooling {
             .is_some_and(|ms| now.saturating_sub(self.synced_at) >= ms)
         {
             self.synced_at = now;
-            self.store.sync();
+            match self.commit.as_mut() {
+                Some(c) => c.tick(&mut self.store),
+                None => self.store.sync(),
+            }
         }
         if now.saturating_sub(self.scanned_at) >= SCAN_MS {
             self.scanned_at = now;
