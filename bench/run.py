@@ -61,15 +61,16 @@ METRICS_LOCATION = """        location = /metrics {
         }"""
 SCRAPE_HZ = 10
 # Headline cell only, alternating with the others: the module queued with a spool, and durable.
-DELIVERY_CONTESTANTS = ("module+spool", "module+durable")
+DELIVERY_CONTESTANTS = ("module+spool", "module+durable", "module+batch")
 # Its own runs: acknowledged delivery, at these numbers of connections.
 ACKED = "module+acked"
 ACKED_CONNECTIONS = (64, 512)
 ALL_CONTESTANTS += DELIVERY_CONTESTANTS + (ACKED,)
 LOCATIONS.update({"module+spool": "/module", "module+durable": "/durable",
+                  "module+batch": "/durable",
                   "module+acked": "/acked"})
 # Contestants whose nginx has a kafka_spool (in its prefix: spool/), and their parameters.
-SPOOLED = {"module+spool": "", "module+durable": ""}
+SPOOLED = {"module+spool": "", "module+durable": "", "module+batch": "fsync=batch"}
 DELIVERY_LOCATION = """        location = /{mode} {{
             kafka_ingest;
             kafka_topic $http_topic;
@@ -533,7 +534,8 @@ class Runner:
     def measure(self, contestant, workers, body_name, body, topic, shape, seconds, options,
                 delay_ms, soak_sample):
         metrics = contestant in METRICS_CONTESTANTS
-        delivery = {"module+durable": "durable", ACKED: "acked"}.get(contestant)
+        delivery = {"module+durable": "durable", "module+batch": "durable",
+                    ACKED: "acked"}.get(contestant)
         nginx = Nginx(self.workdir, self.broker, workers, options,
                       tag=contestant.replace("+", "-"), metrics=metrics,
                       spool=SPOOLED.get(contestant), delivery=delivery)
@@ -1155,7 +1157,8 @@ def delivery_markdown(report):
                   "`module+spool` is `module` (queued) with a `kafka_spool` in the run's "
                   "directory; `module+durable` has `kafka_delivery durable` (each event "
                   "appended to the worker's journal before the answer; fsync=1s, the "
-                  "default). ± is the spread across rounds. Spool at exit: what the workers "
+                  "default); `module+batch` is `module+durable` with `fsync=batch` (each answer waits for "
+                  "the sync of its batch). ± is the spread across rounds. Spool at exit: what the workers "
                   "said they journaled and spooled, and the files left after a graceful stop.",
                   "",
                   "| contestant | req/s | × ceiling | × module | ± | req/s per worker core "
