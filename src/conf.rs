@@ -20,6 +20,8 @@ use ngx::ngx_string;
 use crate::metrics::zone;
 use crate::properties;
 use crate::record::{is_legal_topic, TopicPattern, ValueFormat};
+use crate::sites::privacy::ClientIp;
+use crate::sites::registry::Registry;
 use crate::Module;
 
 const UNSET_UINT: ngx_uint_t = ngx_uint_t::MAX;
@@ -58,6 +60,12 @@ pub struct MainConf {
     /// Whether a location uses `kafka_delivery durable` or `acked`.
     pub durable: bool,
     pub acked: bool,
+    /// `kafka_sites`: the site registry, read at configuration time.
+    pub sites: Option<Box<Registry>>,
+    /// Whether a location has `kafka_site_stats`.
+    pub site_stats: bool,
+    /// The secret of `kafka_collect_client_ip hash`: random for each configuration.
+    pub ip_secret: [u8; 32],
 }
 
 /// `kafka_spool path [max_size=size] [fsync=time|batch|off] [replay_rate=number]
@@ -125,6 +133,9 @@ impl Default for MainConf {
             spool: None,
             durable: false,
             acked: false,
+            sites: None,
+            site_stats: false,
+            ip_secret: [0; 32],
         }
     }
 }
@@ -152,6 +163,15 @@ pub struct LocationConf {
     pub ack_timeout: ngx_msec_t,
     /// `kafka_header` pairs: a level that has any does not inherit the enclosing level's.
     pub headers: Option<Vec<Header>>,
+    /// Where `kafka_collect` appears, and `$request_id` compiled for its events' header.
+    pub collect_at: Option<(String, usize)>,
+    pub request_id: *mut ngx_http_complex_value_t,
+    /// `kafka_collect_client_ip`, `kafka_collect_dnt`, `kafka_collect_max_event_size`,
+    /// `kafka_collect_max_events`.
+    pub client_ip: ngx_uint_t,
+    pub dnt: ngx_uint_t,
+    pub max_event_size: usize,
+    pub max_events: ngx_uint_t,
 }
 
 /// One `kafka_header`: a record header's name and its value, evaluated per request.
@@ -195,6 +215,12 @@ impl Default for LocationConf {
             delivery: UNSET_UINT,
             ack_timeout: UNSET_MSEC,
             headers: None,
+            collect_at: None,
+            request_id: ptr::null_mut(),
+            client_ip: UNSET_UINT,
+            dnt: UNSET_UINT,
+            max_event_size: UNSET_SIZE,
+            max_events: UNSET_UINT,
         }
     }
 }
@@ -216,6 +242,28 @@ impl LocationConf {
             DELIVERY_ACKED => Delivery::Acked,
             _ => Delivery::Queued,
         }
+    }
+
+    pub fn client_ip(&self) -> ClientIp {
+        match self.client_ip {
+            CLIENT_IP_TRUNCATE => ClientIp::Truncate,
+            CLIENT_IP_HASH => ClientIp::Hash,
+            CLIENT_IP_OFF => ClientIp::Off,
+            _ => ClientIp::Full,
+        }
+    }
+
+    pub fn dnt(&self) -> Dnt {
+        match self.dnt {
+            DNT_ANONYMIZE => Dnt::Anonymize,
+            DNT_DROP => Dnt::Drop,
+            _ => Dnt::Off,
+        }
+    }
+
+    pub fn request_id(&self) -> Option<&ngx_http_complex_value_t> {
+        // SAFETY: null, or compiled by `set_collect` for the configuration's lifetime.
+        unsafe { self.request_id.as_ref() }
     }
 
     pub fn value_format(&self) -> ValueFormat {
@@ -274,13 +322,81 @@ static mut DELIVERIES: [ngx_conf_enum_t; 4] = [
     },
 ];
 
+/// `kafka_collect_dnt`: what a request with `DNT: 1` or `Sec-GPC: 1` gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dnt {
+    /// Collected like any other.
+    Off,
+    /// Collected without the client's address and user agent.
+    Anonymize,
+    /// Not collected (answered as if it were, and counted as `dnt`).
+    Drop,
+}
+
+const CLIENT_IP_FULL: ngx_uint_t = 0;
+const CLIENT_IP_TRUNCATE: ngx_uint_t = 1;
+const CLIENT_IP_HASH: ngx_uint_t = 2;
+const CLIENT_IP_OFF: ngx_uint_t = 3;
+
+static mut CLIENT_IPS: [ngx_conf_enum_t; 5] = [
+    ngx_conf_enum_t {
+        name: ngx_string!("full"),
+        value: CLIENT_IP_FULL,
+    },
+    ngx_conf_enum_t {
+        name: ngx_string!("truncate"),
+        value: CLIENT_IP_TRUNCATE,
+    },
+    ngx_conf_enum_t {
+        name: ngx_string!("hash"),
+        value: CLIENT_IP_HASH,
+    },
+    ngx_conf_enum_t {
+        name: ngx_string!("off"),
+        value: CLIENT_IP_OFF,
+    },
+    ngx_conf_enum_t {
+        name: ngx_str_t {
+            len: 0,
+            data: ptr::null_mut(),
+        },
+        value: 0,
+    },
+];
+
+const DNT_OFF: ngx_uint_t = 0;
+const DNT_ANONYMIZE: ngx_uint_t = 1;
+const DNT_DROP: ngx_uint_t = 2;
+
+static mut DNTS: [ngx_conf_enum_t; 4] = [
+    ngx_conf_enum_t {
+        name: ngx_string!("off"),
+        value: DNT_OFF,
+    },
+    ngx_conf_enum_t {
+        name: ngx_string!("anonymize"),
+        value: DNT_ANONYMIZE,
+    },
+    ngx_conf_enum_t {
+        name: ngx_string!("drop"),
+        value: DNT_DROP,
+    },
+    ngx_conf_enum_t {
+        name: ngx_str_t {
+            len: 0,
+            data: ptr::null_mut(),
+        },
+        value: 0,
+    },
+];
+
 pub const METRICS_PROMETHEUS: ngx_uint_t = 0;
 pub const METRICS_JSON: ngx_uint_t = 1;
 
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
 /// The directive table.
-pub static mut COMMANDS: [ngx_command_t; 19] = [
+pub static mut COMMANDS: [ngx_command_t; 26] = [
     ngx_command_t {
         name: ngx_string!("kafka_brokers"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
@@ -422,6 +538,62 @@ pub static mut COMMANDS: [ngx_command_t; 19] = [
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
         set: Some(set_spool),
         conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_sites"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_sites),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_collect"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_collect),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_collect_client_ip"),
+        type_: (ANY_LEVEL | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_conf_set_enum_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocationConf, client_ip),
+        post: addr_of_mut!(CLIENT_IPS) as *mut c_void,
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_collect_dnt"),
+        type_: (ANY_LEVEL | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_conf_set_enum_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocationConf, dnt),
+        post: addr_of_mut!(DNTS) as *mut c_void,
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_collect_max_event_size"),
+        type_: (ANY_LEVEL | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_conf_set_size_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocationConf, max_event_size),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_collect_max_events"),
+        type_: (ANY_LEVEL | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_conf_set_num_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocationConf, max_events),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_site_stats"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_site_stats),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
     },
@@ -667,25 +839,9 @@ extern "C" fn set_header(
             format_args!("duplicate header \"{name}\" in \"kafka_header\" directive"),
         );
     }
-    // SAFETY: a complex value allocated from the configuration pool, compiled below.
-    let cv = unsafe {
-        ngx::ffi::ngx_pcalloc(cf.pool, size_of::<ngx_http_complex_value_t>())
-            .cast::<ngx_http_complex_value_t>()
-    };
-    if cv.is_null() {
+    let Some(cv) = compile(cf, &mut value) else {
         return NGX_CONF_ERROR;
-    }
-    // SAFETY: zeroed is the compiler's initial state; it reads `cf`, `value` and writes `cv`.
-    let rc = unsafe {
-        let mut ccv: ngx::ffi::ngx_http_compile_complex_value_t = core::mem::zeroed();
-        ccv.cf = cf;
-        ccv.value = &mut value;
-        ccv.complex_value = cv;
-        ngx::ffi::ngx_http_compile_complex_value(&mut ccv)
     };
-    if rc != ngx::ffi::NGX_OK as ngx_int_t {
-        return NGX_CONF_ERROR;
-    }
     headers.push(Header {
         name: name.as_bytes().to_vec(),
         value: cv,
@@ -795,6 +951,102 @@ extern "C" fn set_spool(
     NGX_CONF_OK
 }
 
+extern "C" fn set_sites(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the parser state and this module's main configuration.
+    let (cf, mcf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
+    if mcf.sites.is_some() {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    let mut path = args(cf)[1];
+    // SAFETY: the cycle being configured; the full name is allocated from its pool.
+    if unsafe { ngx::ffi::ngx_conf_full_name(cf.cycle, &mut path, 1) }
+        != ngx::ffi::NGX_OK as ngx_int_t
+    {
+        return NGX_CONF_ERROR;
+    }
+    let path = text(&path).into_owned();
+    match Registry::load(std::path::Path::new(&path)) {
+        Ok(registry) => {
+            mcf.sites = Some(Box::new(registry));
+            NGX_CONF_OK
+        }
+        Err(e) => emerg(cf, format_args!("\"kafka_sites\" \"{path}\": {e}")),
+    }
+}
+
+extern "C" fn set_collect(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the parser state and this module's location configuration.
+    let (cf, lcf) = unsafe { (&mut *cf, &mut *conf.cast::<LocationConf>()) };
+    if lcf.collect_at.is_some() || lcf.ingest_at.is_some() {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    // SAFETY: a directive is always parsed from a file; `conf_file` is valid while parsing.
+    let (file, line) = unsafe {
+        let f = &*cf.conf_file;
+        (text(&f.file.name).into_owned(), f.line)
+    };
+    lcf.collect_at = Some((file, line));
+    let mut value = ngx_string!("$request_id");
+    lcf.request_id = match compile(cf, &mut value) {
+        Some(cv) => cv,
+        None => return NGX_CONF_ERROR,
+    };
+    let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) else {
+        return NGX_CONF_ERROR;
+    };
+    if clcf.handler.is_some() {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    clcf.handler = Some(crate::collect::collect_handler);
+    lcf.location_name = Some(clcf.name.as_bytes().to_vec());
+    if let Some(mcf) = Module::main_conf_mut(cf) {
+        mcf.ingest = true;
+    }
+    NGX_CONF_OK
+}
+
+extern "C" fn set_site_stats(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the parser state.
+    install(
+        unsafe { &mut *cf },
+        crate::collect::site_stats_handler,
+        |mcf| mcf.site_stats = true,
+    )
+}
+
+/// Compiles `value` into a complex value from the configuration pool.
+fn compile(cf: &mut ngx_conf_t, value: &mut ngx_str_t) -> Option<*mut ngx_http_complex_value_t> {
+    // SAFETY: a complex value allocated from the configuration pool, compiled below.
+    let cv = unsafe {
+        ngx::ffi::ngx_pcalloc(cf.pool, size_of::<ngx_http_complex_value_t>())
+            .cast::<ngx_http_complex_value_t>()
+    };
+    if cv.is_null() {
+        return None;
+    }
+    // SAFETY: zeroed is the compiler's initial state; it reads `cf`, `value` and writes `cv`.
+    let rc = unsafe {
+        let mut ccv: ngx::ffi::ngx_http_compile_complex_value_t = core::mem::zeroed();
+        ccv.cf = cf;
+        ccv.value = value;
+        ccv.complex_value = cv;
+        ngx::ffi::ngx_http_compile_complex_value(&mut ccv)
+    };
+    (rc == ngx::ffi::NGX_OK as ngx_int_t).then_some(cv)
+}
+
 /// Once the `http` block is parsed: sets defaults, and has librdkafka check the producer's
 /// whole configuration, so that `nginx -t` catches properties that do not work together.
 pub fn init_main(cf: &mut ngx_conf_t, mcf: &mut MainConf) -> *mut c_char {
@@ -806,7 +1058,29 @@ pub fn init_main(cf: &mut ngx_conf_t, mcf: &mut MainConf) -> *mut c_char {
         n if n >= 1 => n as usize,
         _ => return emerg(cf, format_args!("\"kafka_max_topics\" must be at least 1")),
     };
-    if mcf.metrics || mcf.metrics_size != UNSET_SIZE {
+    if mcf.site_stats && mcf.sites.is_none() {
+        return emerg(
+            cf,
+            format_args!("\"kafka_site_stats\" requires \"kafka_sites\""),
+        );
+    }
+    if mcf.sites.is_some() {
+        // Each configuration hashes addresses with a secret of its own.
+        let Ok(mut random) = std::fs::File::open("/dev/urandom") else {
+            return emerg(
+                cf,
+                format_args!("\"kafka_sites\": /dev/urandom cannot be read"),
+            );
+        };
+        if std::io::Read::read_exact(&mut random, &mut mcf.ip_secret).is_err() {
+            return emerg(
+                cf,
+                format_args!("\"kafka_sites\": /dev/urandom cannot be read"),
+            );
+        }
+    }
+    // Sites are counted, and rate-limited, in the metrics zone.
+    if mcf.metrics || mcf.metrics_size != UNSET_SIZE || mcf.sites.is_some() {
         if mcf.metrics_size == UNSET_SIZE {
             mcf.metrics_size = DEFAULT_METRICS_SIZE;
         }
@@ -918,7 +1192,26 @@ pub unsafe fn merge_location(
     if conf.headers.is_none() {
         conf.headers = prev.headers.clone();
     }
+    let inherit = |v: &mut ngx_uint_t, p: ngx_uint_t, default: ngx_uint_t| {
+        if *v == UNSET_UINT {
+            *v = if p == UNSET_UINT { default } else { p };
+        }
+    };
+    inherit(&mut conf.client_ip, prev.client_ip, CLIENT_IP_FULL);
+    inherit(&mut conf.dnt, prev.dnt, DNT_OFF);
+    inherit(&mut conf.max_events, prev.max_events, 1000);
+    if conf.max_event_size == UNSET_SIZE {
+        conf.max_event_size = if prev.max_event_size == UNSET_SIZE {
+            32 * 1024
+        } else {
+            prev.max_event_size
+        };
+    }
 
+    if conf.collect_at.is_some() {
+        // SAFETY: as this function's.
+        return unsafe { merge_collect(cf, conf) };
+    }
     let Some((file, line)) = conf.ingest_at.clone() else {
         return NGX_CONF_OK;
     };
@@ -988,6 +1281,86 @@ pub unsafe fn merge_location(
                  clients cannot name any topic"
             ),
         );
+    }
+    NGX_CONF_OK
+}
+
+/// Checks a `kafka_collect` location: it needs brokers, sites, and a topic for every site.
+///
+/// # Safety
+/// As `merge_location`.
+unsafe fn merge_collect(cf: &mut ngx_conf_t, conf: &mut LocationConf) -> *mut c_char {
+    let Some((file, line)) = conf.collect_at.clone() else {
+        return NGX_CONF_OK;
+    };
+    conf.scope = conf
+        .status_zone
+        .clone()
+        .or_else(|| conf.location_name.clone())
+        .unwrap_or_default();
+    let at = format!("in {file}:{line}");
+    let fail = |cf: &mut ngx_conf_t, what: std::fmt::Arguments| {
+        ngx::ngx_log_error!(NGX_LOG_EMERG, cf.log, "{what} {at}");
+        NGX_CONF_ERROR
+    };
+    let Some(mcf) = Module::main_conf(cf) else {
+        return NGX_CONF_ERROR;
+    };
+    if mcf.brokers.is_none() {
+        return fail(
+            cf,
+            format_args!("\"kafka_collect\" requires \"kafka_brokers\""),
+        );
+    }
+    let Some(sites) = mcf.sites.as_deref() else {
+        return fail(
+            cf,
+            format_args!("\"kafka_collect\" requires \"kafka_sites\""),
+        );
+    };
+    let batch = mcf.spool.as_ref().is_some_and(|s| s.fsync_batch);
+    match conf.delivery() {
+        Delivery::Acked => {
+            return fail(
+                cf,
+                format_args!("\"kafka_collect\" takes \"kafka_delivery queued\" or \"durable\""),
+            )
+        }
+        Delivery::Durable if mcf.spool.is_none() => {
+            return fail(
+                cf,
+                format_args!("\"kafka_delivery durable\" requires \"kafka_spool\""),
+            )
+        }
+        Delivery::Durable if batch => {
+            return fail(
+                cf,
+                format_args!("\"kafka_collect\" cannot wait for \"kafka_spool ... fsync=batch\""),
+            )
+        }
+        _ => {}
+    }
+    // SAFETY: a non-null complex value was compiled by `ngx_http_set_complex_value_slot`.
+    match unsafe { conf.topic.as_ref() } {
+        None => {
+            if let Some(site) = sites.sites.iter().find(|s| s.topic.is_none()) {
+                let id = site.id.clone();
+                return fail(
+                    cf,
+                    format_args!(
+                        "site \"{id}\" has no topic: \"kafka_collect\" requires \"kafka_topic\""
+                    ),
+                );
+            }
+        }
+        Some(topic) if topic.lengths.is_null() && !is_legal_topic(topic.value.as_bytes()) => {
+            let name = String::from_utf8_lossy(topic.value.as_bytes()).into_owned();
+            return fail(
+                cf,
+                format_args!("invalid topic name \"{name}\" in \"kafka_topic\" directive"),
+            );
+        }
+        Some(_) => {}
     }
     NGX_CONF_OK
 }

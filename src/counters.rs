@@ -30,6 +30,23 @@ impl SetRef {
         // SAFETY: see the type: the zone outlives every `SetRef`.
         unsafe { &*self.0 }.add(counter, n);
     }
+
+    /// Takes `n` events of a budget of `rate` per second, shared by every worker.
+    pub fn take(self, n: u64, rate: u64, now: u64) -> bool {
+        // SAFETY: as for `add`.
+        unsafe { &*self.0 }.take(n, rate, now)
+    }
+}
+
+/// The counter set of site `id`; `None` without a zone.
+pub fn site_set(id: &[u8]) -> Option<SetRef> {
+    COUNTERS.with(|c| {
+        let c = c.borrow();
+        let c = c.as_ref()?;
+        let (slot, placed) = c.zone.topic(crate::metrics::zone::SITES, id, usize::MAX);
+        complain(placed, b"(sites)", id);
+        Some(SetRef(slot))
+    })
 }
 
 struct Counters {

@@ -7,7 +7,8 @@ mod metrics;
 mod response;
 mod variables;
 
-pub use handler::{answer_acked, ingest_handler, resume};
+pub use body::collect as collect_body;
+pub use handler::{answer_acked, ingest_handler, reading_failed, record, resume, RequestCtx};
 pub use metrics::{metrics_handler, ready_handler};
-pub use response::Rejection;
+pub use response::{send_accepted, send_bytes, send_rejection, Rejection};
 pub use variables::add_variables;

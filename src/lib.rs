@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod properties;
 pub mod record;
 pub mod repeats;
+pub mod sites;
 pub mod spool;
 pub mod topics;
 
@@ -18,6 +19,8 @@ pub mod topics;
 #[cfg(not(test))]
 #[macro_use]
 mod log;
+#[cfg(not(test))]
+mod collect;
 #[cfg(not(test))]
 mod conf;
 #[cfg(not(test))]

@@ -103,7 +103,7 @@ pub unsafe extern "C" fn ingest_handler(r: *mut ngx_http_request_t) -> ngx_int_t
 }
 
 /// Statuses nginx's body reader returns that the client should see as JSON.
-fn reading_failed(rc: ngx_int_t) -> Option<Rejection> {
+pub fn reading_failed(rc: ngx_int_t) -> Option<Rejection> {
     match rc as u32 {
         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE => Some(Rejection::TooLarge),
         NGX_HTTP_BAD_REQUEST => Some(Rejection::BadBody),
@@ -121,7 +121,7 @@ fn reject_early(r: &mut Request, lcf: &LocationConf, rejection: Rejection) -> ng
 }
 
 /// Records what became of the event, for the `$kafka_*` variables.
-fn record(r: &Request, result: usize, bytes: usize) {
+pub fn record(r: &Request, result: usize, bytes: usize) {
     // The context is there for every request the handler has seen; a copy is changed.
     let ctx = r.get_module_ctx::<RequestCtx>(Module::module());
     if let Some(ctx) = ctx {
@@ -182,7 +182,12 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
 /// must wait for a topic lookup: then the worker calls this again when the answer comes.
 pub fn resume(r: *mut ngx_http_request_t) {
     // SAFETY: nginx (or the worker, for a parked request) passes a live request.
-    let rc = queue_event(unsafe { Request::from_ngx_http_request(r) });
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    if Module::location_conf(req.as_ref()).is_some_and(|l| l.collect_at.is_some()) {
+        crate::collect::resume(r);
+        return;
+    }
+    let rc = queue_event(req);
     if rc == NGX_DONE as ngx_int_t {
         return;
     }

@@ -26,6 +26,10 @@ pub enum Rejection {
     NotDelivered,
     AckTimeout,
     Unavailable,
+    UnknownKey,
+    ForbiddenOrigin,
+    NoOrigin,
+    RateLimited,
 }
 
 impl Rejection {
@@ -36,7 +40,11 @@ impl Rejection {
             | Rejection::NoTopic
             | Rejection::IllegalTopic
             | Rejection::BadBody => 400,
-            Rejection::TopicNotAllowed => 403,
+            Rejection::TopicNotAllowed
+            | Rejection::UnknownKey
+            | Rejection::ForbiddenOrigin
+            | Rejection::NoOrigin => 403,
+            Rejection::RateLimited => 429,
             Rejection::UnknownTopic => 404,
             Rejection::TooLarge => 413,
             Rejection::QueueFull
@@ -89,6 +97,18 @@ impl Rejection {
             Rejection::Unavailable => {
                 r#"{"error":"unavailable","message":"events cannot be accepted now, retry later"}"#
             }
+            Rejection::UnknownKey => {
+                r#"{"error":"unknown_key","message":"the key is not a registered site's"}"#
+            }
+            Rejection::ForbiddenOrigin => {
+                r#"{"error":"forbidden_origin","message":"the page is not on a domain of this key's site"}"#
+            }
+            Rejection::NoOrigin => {
+                r#"{"error":"no_origin","message":"the request has neither Origin nor Referer"}"#
+            }
+            Rejection::RateLimited => {
+                r#"{"error":"rate_limited","message":"the site sends more events than it may, retry later"}"#
+            }
         }
     }
 
@@ -109,6 +129,10 @@ impl Rejection {
             Rejection::NotDelivered => "not_delivered",
             Rejection::AckTimeout => "ack_timeout",
             Rejection::Unavailable => "unavailable",
+            Rejection::UnknownKey => "unknown_key",
+            Rejection::ForbiddenOrigin => "forbidden_origin",
+            Rejection::NoOrigin => "no_origin",
+            Rejection::RateLimited => "rate_limited",
         }
     }
 
@@ -124,7 +148,7 @@ impl Rejection {
     }
 
     fn retry(self) -> bool {
-        self.status() == 503
+        matches!(self.status(), 503 | 429)
     }
 }
 

@@ -5,7 +5,9 @@
 //! - `$kafka_topic`: the request's topic; before the content phase (`limit_req`, `map` in a
 //!   rewrite) it is evaluated from `kafka_topic` on the spot;
 //! - `$kafka_key`: the message key, if one was set;
-//! - `$kafka_bytes`: the value and key bytes queued, `0` when refused.
+//! - `$kafka_bytes`: the value and key bytes queued, `0` when refused;
+//! - `$kafka_site`: the id of the site whose key the request names (`?key=`, `kafka_sites`),
+//!   known from the start of the request (for `limit_req_zone`, `map`).
 
 use ngx::ffi::{
     ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t,
@@ -26,11 +28,12 @@ type Getter = unsafe extern "C" fn(
 
 /// Registers the variables; the module's `preconfiguration`.
 pub fn add_variables(cf: &mut ngx_conf_t) -> ngx_int_t {
-    let vars: [(ngx_str_t, Getter); 4] = [
+    let vars: [(ngx_str_t, Getter); 5] = [
         (ngx_string!("kafka_result"), get_result),
         (ngx_string!("kafka_topic"), get_topic),
         (ngx_string!("kafka_key"), get_key),
         (ngx_string!("kafka_bytes"), get_bytes),
+        (ngx_string!("kafka_site"), get_site),
     ];
     for (mut name, get) in vars {
         // SAFETY: called while parsing; `name` points at static text, which nginx keeps.
@@ -156,4 +159,17 @@ unsafe fn slice(s: &ngx_str_t) -> &[u8] {
     }
     // SAFETY: the caller guarantees the bytes.
     unsafe { core::slice::from_raw_parts(s.data, s.len) }
+}
+
+unsafe extern "C" fn get_site(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx passes its request and value.
+    let (r, v, _) = unsafe { parts(r, v) };
+    match crate::collect::site_of(r) {
+        Some(id) => found(v, id.as_bytes()),
+        None => not_found(v),
+    }
 }

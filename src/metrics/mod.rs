@@ -11,7 +11,7 @@ pub mod zone;
 
 /// The `result` label values of `nginx_kafka_requests_total`: `accepted`, then one per
 /// refusal, named as the JSON `error` code the client gets. The index is the counter's.
-pub const RESULTS: [&str; 15] = [
+pub const RESULTS: [&str; 22] = [
     "accepted",
     "method_not_allowed",
     "empty_body",
@@ -27,6 +27,14 @@ pub const RESULTS: [&str; 15] = [
     "not_delivered",
     "ack_timeout",
     "unavailable",
+    // `kafka_collect`.
+    "unknown_key",
+    "forbidden_origin",
+    "no_origin",
+    "rate_limited",
+    "invalid_event",
+    "too_many_events",
+    "dnt",
 ];
 
 /// Index of `accepted` in `RESULTS`.
@@ -38,6 +46,9 @@ pub struct Snapshot {
     pub zone: ZoneUsage,
     /// One set per (location, topic) seen; sorted by location, then topic.
     pub counters: Vec<CounterSet>,
+    /// One set per site of `kafka_sites` that counted something (`topic` is the site's id);
+    /// sorted by id.
+    pub sites: Vec<CounterSet>,
     /// One per live worker that publishes its gauges; sorted by worker number, then pid.
     pub workers: Vec<WorkerGauges>,
 }

@@ -279,6 +279,30 @@ pub fn prometheus(s: &Snapshot, out: &mut Vec<u8>) {
     );
     broker_samples(&mut t, s, None, |b| Value::Int(b.request_errors));
 
+    // `kafka_sites`: events by site (a request's events count one each).
+    t.family(
+        "nginx_kafka_site_events_total",
+        COUNTER,
+        "Events of kafka_collect by site and result: accepted, or why they were refused.",
+    );
+    for c in &s.sites {
+        for (result, (&name, &n)) in RESULTS.iter().zip(&c.requests).enumerate() {
+            if n != 0 || result == super::ACCEPTED {
+                t.sample(
+                    &[("site", Label::Str(&c.topic)), ("result", Label::Str(name))],
+                    Value::Int(n),
+                );
+            }
+        }
+    }
+    t.family(
+        "nginx_kafka_site_accepted_bytes_total",
+        COUNTER,
+        "Bytes of the site's accepted events (value and key).",
+    );
+    for c in &s.sites {
+        t.sample(&[("site", Label::Str(&c.topic))], Value::Int(c.bytes));
+    }
     t.finish();
 }
 
@@ -693,6 +717,11 @@ mod tests {
                 set("other", "other", &[(ACCEPTED, 2)]),
                 set("we\"ird\\loc\nation", "t", &[(1, 1)]),
             ],
+            sites: vec![{
+                let mut shop = set("\x01sites", "shop", &[(ACCEPTED, 7), (16, 2)]);
+                shop.bytes = 700;
+                shop
+            }],
             workers: vec![
                 WorkerGauges {
                     worker: 0,
@@ -751,7 +780,7 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    const FAMILIES: [&str; 32] = [
+    const FAMILIES: [&str; 34] = [
         "nginx_kafka_requests_total",
         "nginx_kafka_accepted_bytes_total",
         "nginx_kafka_delivered_total",
@@ -784,6 +813,8 @@ mod tests {
         "nginx_kafka_broker_rtt_seconds",
         "nginx_kafka_broker_throttle_seconds",
         "nginx_kafka_broker_request_errors_total",
+        "nginx_kafka_site_events_total",
+        "nginx_kafka_site_accepted_bytes_total",
     ];
 
     /// Checks the text format's grammar as Prometheus reads it, and returns the families in
@@ -1096,6 +1127,24 @@ mod tests {
     }
 
     #[test]
+    fn site_families() {
+        let f = families(&prom(&rich()));
+        assert_eq!(
+            samples(&f, "nginx_kafka_site_events_total"),
+            [
+                r#"{site="shop",result="accepted"} 7"#,
+                r#"{site="shop",result="forbidden_origin"} 2"#
+            ]
+        );
+        assert_eq!(
+            samples(&f, "nginx_kafka_site_accepted_bytes_total"),
+            [r#"{site="shop"} 700"#]
+        );
+        // Sites are not locations.
+        assert!(!prom(&rich()).contains("\\x01"));
+    }
+
+    #[test]
     fn json_form() {
         let s = Snapshot {
             zone: ZoneUsage {
@@ -1112,6 +1161,7 @@ mod tests {
                 c.failed = 1;
                 c
             }],
+            sites: vec![],
             workers: vec![WorkerGauges {
                 worker: 1,
                 pid: 77,

@@ -29,7 +29,7 @@ use super::{
 };
 
 /// Bumped whenever the layout changes: a zone with another layout is laid out anew.
-const MAGIC: u64 = 0x6b61_666b_615f_7a02;
+const MAGIC: u64 = 0x6b61_666b_615f_7a03;
 
 /// Worker gauge blocks: enough for the workers of a reload's old and new configurations,
 /// up to 32 workers. A worker that finds none free claims one once an old worker exits.
@@ -52,6 +52,10 @@ pub const BYTES: usize = RESULTS.len();
 pub const DELIVERED: usize = RESULTS.len() + 1;
 pub const FAILED: usize = RESULTS.len() + 2;
 const COUNTERS: usize = RESULTS.len() + 3;
+
+/// The `location` sites' sets are kept under (`kafka_sites`; their `topic` is the site's id):
+/// no nginx location name starts with a control character. A snapshot lists them apart.
+pub const SITES: &[u8] = b"\x01sites";
 
 /// The label both parts of the overflow set have, and a location's set for topics past its cap.
 pub const OTHER: &[u8] = b"other";
@@ -80,6 +84,9 @@ pub struct Slot {
     topic_len: AtomicU32,
     /// In a location's `""` set: how many topic sets the location has.
     topics: AtomicU32,
+    /// A site's rate window (`kafka_sites`' `rate`): its second, and events taken in it.
+    window: AtomicU64,
+    taken: AtomicU64,
     counters: [AtomicU64; COUNTERS],
     key: UnsafeCell<[u8; LOCATION_MAX + TOPIC_MAX]>,
 }
@@ -92,6 +99,28 @@ impl Slot {
 
     pub fn get(&self, i: usize) -> u64 {
         self.counters[i].load(Ordering::Relaxed)
+    }
+
+    /// Takes `n` events from a budget of `rate` per second (second `now`), for every process
+    /// together; false, and nothing taken, when they do not fit.
+    pub fn take(&self, n: u64, rate: u64, now: u64) -> bool {
+        let window = self.window.load(Ordering::Acquire);
+        if window != now
+            && self
+                .window
+                .compare_exchange(window, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            // The process that opens a second resets its count (others racing it may count
+            // a few events in the old one: the window is approximate by that much).
+            self.taken.store(0, Ordering::Release);
+        }
+        let before = self.taken.fetch_add(n, Ordering::AcqRel);
+        if before + n > rate {
+            self.taken.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     /// The key, once the slot is ready.
@@ -483,6 +512,9 @@ impl Zone {
             counters.push(set);
         }
         counters.sort_by(|a, b| (&a.location, &a.topic).cmp(&(&b.location, &b.topic)));
+        let (sites, counters): (Vec<CounterSet>, Vec<CounterSet>) = counters
+            .into_iter()
+            .partition(|c| c.location.as_bytes() == SITES);
         let overflow = self.overflow();
         let mut workers: Vec<WorkerGauges> = (0..WORKER_SLOTS)
             .filter_map(|i| read_worker(self.worker_slot(i)))
@@ -498,6 +530,7 @@ impl Zone {
                 overflow: (0..RESULTS.len()).map(|r| overflow.get(r)).sum(),
             },
             counters,
+            sites,
             workers,
         }
     }

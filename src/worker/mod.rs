@@ -178,6 +178,8 @@ struct Worker {
     fixed_topics: Vec<String>,
     lookups_enabled: bool,
     flush_timeout: ngx_msec_t,
+    /// `queue.buffering.max.messages`: what the producer's queue holds.
+    max_messages: u64,
     /// When the exit flush started (reload, quit) and whether what was left got purged.
     exit: Option<Exit>,
     /// Deliveries per second (a moving average), and since when no broker is up: for the
@@ -1086,6 +1088,12 @@ pub fn start(cycle: &mut ngx_cycle_t) -> Status {
         fixed_topics: mcf.fixed_topics.clone(),
         lookups_enabled,
         flush_timeout: mcf.flush_timeout,
+        max_messages: mcf
+            .options
+            .iter()
+            .find(|(n, _)| n == "queue.buffering.max.messages")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(100_000),
         exit: None,
         rate: 0.0,
         rate_at: (now_ms(), 0),
@@ -1108,6 +1116,12 @@ pub fn retry_after(min: ngx::ffi::time_t) -> ngx::ffi::time_t {
     })
     .unwrap_or(0);
     derived.clamp(min.max(1), 60.max(min))
+}
+
+/// Whether the producer's queue has room for `n` more messages now (a batch of
+/// `kafka_collect` is queued whole or not at all).
+pub fn has_room(n: u64) -> bool {
+    with_worker(|w| w.in_flight() + n <= w.max_messages).unwrap_or(false)
 }
 
 /// Whether this worker's producer can take events, for `kafka_ready`: `Err` has a reason

@@ -496,6 +496,35 @@ pub struct Record {
     pub partition: i32,
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
+    /// Record headers, in order (name, value).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Record {
+    /// The value of header `name`, if the record has one.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+fn record_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+    use rdkafka::message::Headers;
+    Record {
+        partition: m.partition(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().unwrap_or_default().to_vec(),
+        headers: m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 /// Reads `topic` from the beginning of every partition until `want` messages arrived or
@@ -526,11 +555,7 @@ pub fn read_records(consumer: &BaseConsumer, want: usize, idle: Duration) -> Vec
     let mut last = Instant::now();
     while out.len() < want && last.elapsed() < idle {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            out.push(Record {
-                partition: m.partition(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().unwrap_or_default().to_vec(),
-            });
+            out.push(record_of(&m));
             last = Instant::now();
         }
     }
@@ -539,11 +564,7 @@ pub fn read_records(consumer: &BaseConsumer, want: usize, idle: Duration) -> Vec
         let until = Instant::now() + Duration::from_millis(300);
         while Instant::now() < until {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
-                out.push(Record {
-                    partition: m.partition(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().unwrap_or_default().to_vec(),
-                });
+                out.push(record_of(&m));
             }
         }
     }
