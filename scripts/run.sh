@@ -28,7 +28,7 @@ cp -r nginx/. $run/conf/
 
 brokers=${KAFKA_BROKERS:-127.0.0.1:9092}
 if [ -z "${KAFKA_BROKERS:-}" ]; then
-  nohup build/bin/kafka-dev-broker --port 9092 --topic my-poc-topic-01:3 --topic my-poc-topic-mirror:3 --topic events:3 \
+  nohup build/bin/kafka-dev-broker --port 9092 --topic my-poc-topic-01:3 --topic my-poc-topic-mirror:3 --topic events:3 --topic web-demo:1 \
     >$run/logs/broker.log 2>&1 &
   echo $! >$run/broker.pid
   for _ in $(seq 50); do grep -q listening $run/logs/broker.log && break; sleep 0.1; done
@@ -50,6 +50,12 @@ Post an event (the source document's postdata.json):
 
 Read it back:
   build/bin/kafka-consume --brokers $brokers --topic my-poc-topic-01 --timeout-ms 3000
+
+An event from a web page of the demo site (kafka_collect; nginx/sites.json, docs/sites.md):
+  curl -i -H 'Host: collect.localhost' -H 'Origin: http://localhost:3000' \\
+       --data-binary '{"type":"pageview","url":"http://localhost:3000/"}' \\
+       'http://127.0.0.1:8080/collect?key=0123456789abcdef0123456789abcdef'
+  build/bin/kafka-consume --brokers $brokers --topic web-demo --timeout-ms 3000
 
 Metrics (Prometheus text; ?format=json for JSON) and readiness:
   curl http://127.0.0.1:8080/metrics
