@@ -33,6 +33,7 @@ stop:
 test:
 	@scripts/deps.sh test
 	@$(MAKE) --no-print-directory build
+	cd sdk && npm test --silent
 	$(CARGO) test --$(PROFILE) --no-fail-fast
 	@$(MAKE) --no-print-directory test-debian
 	@$(MAKE) --no-print-directory fuzz-smoke

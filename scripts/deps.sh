@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what a step needs when it is missing: build (compilers, headers), test (ab,
-# valgrind, prometheus and promtool for t/metrics.rs, tansu),
+# valgrind, prometheus and promtool for t/metrics.rs, tansu, chromium, node and sdk/'s npm packages),
 # debian (Debian's nginx, its module build kit, and the Lua collector the benchmark runs),
 # bench (all of debian, wrk, gnuplot, ss).
 set -euo pipefail
@@ -13,7 +13,10 @@ want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' 
 case "${1:-build}" in
   build) for p in build-essential libpcre2-dev libssl-dev zlib1g-dev clang libclang-dev curl; do want "$p"; done ;;
   # prometheus without its recommended node-exporter, which the tests do not use.
-  test)  for p in apache2-utils valgrind prometheus; do want "$p"; done
+  # chromium and node (with sdk/'s npm packages, below) for the SDK's tests and t/browser.rs.
+  test)  for p in apache2-utils valgrind prometheus chromium; do want "$p"; done
+         command -v node >/dev/null || want nodejs
+         command -v npm >/dev/null || want npm
          apt_flags=(--no-install-recommends) ;;
   debian) for p in "${debian_pkgs[@]}"; do want "$p"; done ;;
   bench) for p in "${debian_pkgs[@]}" wrk gnuplot-nox iproute2; do want "$p"; done ;;
@@ -43,6 +46,13 @@ fi
 if [ "${1:-}" = test ] && ! command -v tansu >/dev/null && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
   echo "installing tansu 0.6.0 (a Kafka-compatible broker; about 11 minutes the first time)"
   cargo install tansu@0.6.0 --locked --no-default-features --features dynostore
+fi
+
+# esbuild and playwright-core, as sdk/package-lock.json pins them.
+sdk="$(dirname "$0")/../sdk"
+if [ "${1:-}" = test ] && [ ! "$sdk/node_modules/.package-lock.json" -nt "$sdk/package-lock.json" ]; then
+  echo "installing sdk/'s npm packages (npm ci)"
+  (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # A local S3 server for t/spool.rs's tansu that keeps its data through a SIGKILL.
