@@ -24,6 +24,7 @@ if [ "${1:-start}" = stop ]; then stop; echo "stopped"; exit 0; fi
 stop
 mkdir -p $run/conf $run/logs
 ln -sfn ../modules $run/modules
+ln -sfn ../../sdk $run/sdk
 cp -r nginx/. $run/conf/
 
 brokers=${KAFKA_BROKERS:-127.0.0.1:9092}
@@ -51,7 +52,12 @@ Post an event (the source document's postdata.json):
 Read it back:
   build/bin/kafka-consume --brokers $brokers --topic my-poc-topic-01 --timeout-ms 3000
 
-An event from a web page of the demo site (kafka_collect; nginx/sites.json, docs/sites.md):
+The demo site's page, with kc.js from the collector (open it in a browser on this machine):
+  http://demo.localhost:8080/
+and, after a click or two, its events:
+  build/bin/kafka-consume --brokers $brokers --topic web-demo --timeout-ms 3000
+
+An event from a web page of the demo site, by hand (kafka_collect; nginx/sites.json, docs/sites.md):
   curl -i -H 'Host: collect.localhost' -H 'Origin: http://localhost:3000' \\
        --data-binary '{"type":"pageview","url":"http://localhost:3000/"}' \\
        'http://127.0.0.1:8080/collect?key=0123456789abcdef0123456789abcdef'
