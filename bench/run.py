@@ -21,7 +21,12 @@ waits for the broker's acknowledgement) at 64 and 512 connections, and the repla
 1,000,000 events (100,000 with --quick), filled while the broker is down, drained by a fresh
 nginx once a broker is up again. --no-delivery leaves all of these out.
 
-Usage: bench/run.py [--quick] [--no-metrics] [--no-delivery] [--out bench/results]
+Then the batch path of `kafka_collect` (`collect`): 1 worker, POSTs of 100 events of about 200
+bytes each (one JSON array, as kc.js sends them), every event one Kafka message; events per
+second into Kafka, and every event read back against the batch's. The report gives kc.js's
+size, gzipped. --no-collect leaves it out (a module without kafka_collect).
+
+Usage: bench/run.py [--quick] [--no-metrics] [--no-delivery] [--no-collect] [--out bench/results]
        [--render RUN.json]
 `make bench` (or `make bench QUICK=1`) installs what this needs and builds the module first.
 """
@@ -81,6 +86,22 @@ DELIVERY_LOCATION = """        location = /{mode} {{
 # so what it queued lands in the spool soon after the load; the drain replays at this rate.
 REPLAY_FILL_TIMEOUT_MS = 1000
 REPLAY_RATE = 1_000_000
+# The batch path of kafka_collect: its own runs, one registered site, 100 events per POST.
+COLLECT = "collect"
+COLLECT_KEY = "0123456789abcdef0123456789abcdef"
+COLLECT_ORIGIN = "https://shop.example"
+BATCH_EVENTS = 100
+# Fewer connections than the other runs: each carries 20 kB a request, and past what the
+# producer drains, more connections only add 503s (the queue has no room for a whole batch).
+COLLECT_CONNECTIONS = 16
+LOCATIONS[COLLECT] = f"/collect?key={COLLECT_KEY}"
+COLLECT_SITES = ('{"sites": [{"id": "bench", "keys": ["%s"], "domains": ["shop.example"]}]}\n'
+                 % COLLECT_KEY)
+COLLECT_LOCATION = """        location = /collect {
+            client_body_buffer_size 64k;
+            kafka_collect;
+            kafka_topic $http_topic;
+        }"""
 # The module's producer settings, as in nginx/nginx.conf; a sweep run replaces one of them.
 PRODUCER_OPTIONS = {"linger.ms": "5", "compression.type": "lz4"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -103,6 +124,7 @@ class Settings:
         self.sweep_duration = 8
         self.acked_rounds = 1 if quick else 3
         self.replay_events = 100_000 if quick else 1_000_000
+        self.collect_rounds = 1 if quick else 3
 
 
 def log(message):
@@ -168,11 +190,13 @@ class Broker:
                 self.proc.wait()
         self.log_file.close()
 
-    def tally(self, topic, expect=None):
-        """kafka-tally: the topic's watermarks, and with expect (a file) the read-back."""
+    def tally(self, topic, expect=None, lines=False):
+        """kafka-tally: the topic's watermarks, and with expect (a file) the read-back: each
+        message equal to the file, or with lines to one of its lines."""
+        flag = "--expect-lines" if lines else "--expect"
         out = subprocess.run(
             [str(BIN / "kafka-tally"), "--brokers", self.address, "--topic", topic,
-             "--timeout-ms", "15000"] + (["--expect", str(expect)] if expect else []),
+             "--timeout-ms", "15000"] + ([flag, str(expect)] if expect else []),
             capture_output=True, text=True, timeout=300)
         if out.returncode != 0:
             raise RuntimeError(f"kafka-tally {topic}: {out.stderr.strip()}")
@@ -239,10 +263,10 @@ def spool_inspect(path):
 
 
 def write_conf(prefix, broker_port, port, workers, options=(), metrics=False, spool=None,
-               delivery=None):
+               delivery=None, collect=False):
     """bench/nginx.conf.in filled in, in a fresh prefix; with metrics, the /metrics location;
     with spool (a directory and the directive's parameters), a kafka_spool; with delivery
-    (durable or acked), that location."""
+    (durable or acked), that location; with collect, a site registry and /collect."""
     (prefix / "conf").mkdir()
     (prefix / "logs").mkdir()
     os.chmod(prefix, 0o755)
@@ -261,9 +285,14 @@ def write_conf(prefix, broker_port, port, workers, options=(), metrics=False, sp
                         ("@SPOOL@", "    " + " ".join(filter(None, ("kafka_spool",) + spool))
                          + ";" if spool else ""),
                         ("@DELIVERY@", DELIVERY_LOCATION.format(mode=delivery)
-                         if delivery else "")):
+                         if delivery else ""),
+                        ("@SITES@", f"    kafka_sites {prefix}/conf/sites.json;"
+                         if collect else ""),
+                        ("@COLLECT@", COLLECT_LOCATION if collect else "")):
         conf = conf.replace(name, value)
     (prefix / "conf/nginx.conf").write_text(conf)
+    if collect:
+        (prefix / "conf/sites.json").write_text(COLLECT_SITES)
 
 
 def spool_summary(errors, path):
@@ -308,6 +337,17 @@ def check_delivery_config():
                      f"out):\n{out.stderr.strip()}")
 
 
+def check_collect_config():
+    """nginx -t on the collect contestant's configuration."""
+    with tempfile.TemporaryDirectory(prefix="nginx-kafka-bench-check-") as tmp:
+        write_conf(Path(tmp), free_port(), free_port(), 1, collect=True)
+        out = subprocess.run([str(NGINX), "-t", "-p", tmp, "-c", "conf/nginx.conf",
+                              "-e", "logs/stderr.log"], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"bench: the collect configuration fails nginx -t (a module without "
+                 f"kafka_collect? --no-collect leaves it out):\n{out.stderr.strip()}")
+
+
 def check_metrics_config():
     """nginx -t on the metrics contestants' configuration: a module without kafka_metrics
     stops the bench here, not after minutes of rounds."""
@@ -324,7 +364,7 @@ class Nginx:
     """A fresh Debian nginx in its own prefix, our child, with the benchmark configuration."""
 
     def __init__(self, workdir, broker, workers, options=(), tag="run", metrics=False,
-                 spool=None, delivery=None):
+                 spool=None, delivery=None, collect=False):
         """spool: the kafka_spool parameters (in the prefix's spool/), or a directory and
         parameters; delivery: durable or acked, for that location."""
         self.prefix = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=workdir))
@@ -334,7 +374,7 @@ class Nginx:
             spool = (self.prefix / "spool", spool)
         self.spool = spool_dir(spool[0]) if spool else None
         write_conf(self.prefix, broker.port, self.port, workers, options, metrics,
-                   (str(self.spool), spool[1]) if spool else None, delivery)
+                   (str(self.spool), spool[1]) if spool else None, delivery, collect)
         self.proc = subprocess.Popen(
             [str(NGINX), "-p", str(self.prefix), "-c", "conf/nginx.conf",
              "-e", "logs/stderr.log", "-g", "daemon off;"],
@@ -417,10 +457,13 @@ class Nginx:
 
 
 def wrk_command(port, path, body, topic, connections, threads, seconds, cpu=None,
-                delay_ms=None, requests=None):
+                delay_ms=None, requests=None, origin=None):
     """The wrk command line and environment for one load; with requests (one thread), wrk
-    exits after that many responses (bench/wrk-count.lua), or after seconds."""
+    exits after that many responses (bench/wrk-count.lua), or after seconds; with origin,
+    requests carry that Origin header."""
     env = dict(os.environ, BENCH_BODY=str(body), BENCH_TOPIC=topic)
+    if origin:
+        env["BENCH_ORIGIN"] = origin
     if delay_ms is not None:
         env["BENCH_DELAY_MS"] = str(delay_ms)
     script = "wrk.lua"
@@ -440,9 +483,10 @@ def wrk_result(out, err):
     raise RuntimeError(f"wrk printed no result:\n{out}\n{err}")
 
 
-def wrk(port, path, body, topic, connections, threads, seconds, cpu=None, delay_ms=None):
+def wrk(port, path, body, topic, connections, threads, seconds, cpu=None, delay_ms=None,
+        origin=None):
     argv, env = wrk_command(port, path, body, topic, connections, threads, seconds, cpu,
-                            delay_ms)
+                            delay_ms, origin=origin)
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
     return wrk_result(out.stdout, out.stderr)
 
@@ -536,9 +580,11 @@ class Runner:
         metrics = contestant in METRICS_CONTESTANTS
         delivery = {"module+durable": "durable", "module+batch": "durable",
                     ACKED: "acked"}.get(contestant)
+        collect = contestant == COLLECT
+        origin = COLLECT_ORIGIN if collect else None
         nginx = Nginx(self.workdir, self.broker, workers, options,
                       tag=contestant.replace("+", "-"), metrics=metrics,
-                      spool=SPOOLED.get(contestant), delivery=delivery)
+                      spool=SPOOLED.get(contestant), delivery=delivery, collect=collect)
         result = {"contestant": contestant, "workers": workers, "body": body_name,
                   "body_bytes": body.stat().st_size, "topic": topic,
                   "connections": shape["connections"], "options": dict(options)}
@@ -546,7 +592,7 @@ class Runner:
             result["rss_kb_start"] = nginx.rss_kb()
             path = LOCATIONS.get(contestant, f"/{contestant}")
             wrk(nginx.port, path, body, topic, shape["connections"], shape["threads"],
-                self.s.warmup, shape["cpu"], delay_ms)
+                self.s.warmup, shape["cpu"], delay_ms, origin)
             result["rss_kb_before"] = nginx.rss_kb()
             sent_before = self.broker.bytes_received()
             cpu0 = nginx.cpu_seconds()
@@ -558,7 +604,7 @@ class Runner:
                            if contestant == "module+scrape" else None)
                 try:
                     w = wrk(nginx.port, path, body, topic, shape["connections"],
-                            shape["threads"], seconds, shape["cpu"], delay_ms)
+                            shape["threads"], seconds, shape["cpu"], delay_ms, origin)
                 finally:
                     if scraper:
                         result["scrape"] = scraper_result(scraper, seconds)
@@ -615,13 +661,21 @@ class Runner:
             result["delivered"] = 0
             result["verified"] = 0
         else:
-            t = self.broker.tally(topic, body)
+            t = (self.broker.tally(topic, self.bodies[f"{body_name}.lines"], lines=True)
+                 if collect else self.broker.tally(topic, body))
             result["delivered"] = t["appended"]
             result["verified"] = t["equal"]
             result["verified_different"] = t["different"]
             result["retained"] = t["retained"]
         result["fatal_lines"] = [line for line in errors.splitlines()
                                  if "[alert]" in line or "[crit]" in line][:5]
+        if collect:
+            # Each 2xx answer took the whole batch (a batch is all or nothing).
+            result["events_per_request"] = BATCH_EVENTS
+            result["events_accepted"] = result["answered_2xx"] * BATCH_EVENTS
+            # Into Kafka: the events of the window's 2xx answers, per second.
+            result["events_per_s"] = round((requests - w["non_2xx_3xx"]) * BATCH_EVENTS
+                                           / seconds_run)
         nginx.remove()
         log(f"{contestant:14} w={workers} {body_name:9} {result['rps']:>9.0f} req/s "
             f"p50 {result['p50_ms']:.2f} ms p99 {result['p99_ms']:.2f} ms "
@@ -939,6 +993,48 @@ def acked_summary(results):
     return out
 
 
+def make_batch_body(path, lines_path, events=BATCH_EVENTS, size=200):
+    """A kc.js-shaped batch: a JSON array of `events` distinct events of `size` bytes each;
+    and each event on a line of lines_path, for kafka-tally --expect-lines."""
+    out = []
+    for i in range(events):
+        event = (f'{{"type":"event","name":"add_to_cart","url":"https://shop.example/p/{i:06d}",'
+                 f'"title":"Kafka mug","ts":{1795488379258 + i},"lang":"en-GB",'
+                 f'"screen":"1280x720","props":{{"sku":"KC-{i:04d}","price":19.9}},"pad":"')
+        event += "x" * (size - len(event) - 2) + '"}'
+        assert len(event) == size
+        out.append(event)
+    path.write_text("[" + ",".join(out) + "]")
+    lines_path.write_text("\n".join(out) + "\n")
+
+
+def sdk_size():
+    """kc.js as nginx serves it (sdk/dist/kc.js): bytes, and gzipped (level 9)."""
+    import gzip
+    data = (REPO / "sdk/dist/kc.js").read_bytes()
+    return {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9))}
+
+
+def collect_summary(results):
+    """The collect runs: medians of the rates, counts summed."""
+    if not results:
+        return None
+    return {
+        "rounds": len(results),
+        "events_per_s": median([r["events_per_s"] for r in results]),
+        "rps": median([r["rps"] for r in results]),
+        "p99_ms": median([r["p99_ms"] for r in results]),
+        "body_bytes": results[0]["body_bytes"],
+        "connections": results[0]["connections"],
+        "events_accepted": sum(r["events_accepted"] for r in results),
+        "delivered": sum(r["delivered"] for r in results),
+        "verified": sum(r["verified"] for r in results),
+        "retained": sum(r["retained"] for r in results),
+        "non_2xx": sum(r["answered"] - r["answered_2xx"] for r in results),
+        "cpu_ms_per_10k_events": median([r["cpu_ms_per_10k"] / BATCH_EVENTS for r in results]),
+    }
+
+
 def make_2kb_body(path):
     """A 2048-byte JSON event, the shape of postdata.json with a longer payload."""
     head = ('{"uuid":"2b8c376e-bd20-11e6-9ebf-525499b45be6","event_time":"2016-12-08T18:08:12",'
@@ -971,7 +1067,8 @@ def machine():
             "wrk": wrk_v[0] if wrk_v else "", "os": platform.platform()}
 
 
-def goals(summary_1w, paced, soak, rss_bound_kb, acked=None, replay=None):
+def goals(summary_1w, paced, soak, rss_bound_kb, acked=None, replay=None, collect=None,
+          sdk=None):
     g = {}
     c, m = summary_1w.get("ceiling"), summary_1w.get("module")
     if c and m:
@@ -1057,6 +1154,21 @@ def goals(summary_1w, paced, soak, rss_bound_kb, acked=None, replay=None):
     elif replay:
         g["replay_drains_spool"] = {"goal": "the replay run completes",
                                     "value": replay["error"], "met": False}
+    if collect:
+        g["collect_batch_500k_events_per_s"] = {
+            "goal": "kafka_collect, 1 worker, 100-event batches of 200-byte events: at least "
+                    "500,000 events/s into Kafka, delivered = accepted, every event read back "
+                    "equal to one of the batch's",
+            "value": {"events_per_s": collect["events_per_s"],
+                      "accepted": collect["events_accepted"], "delivered": collect["delivered"],
+                      "verified": collect["verified"], "retained": collect["retained"]},
+            "met": (collect["events_per_s"] >= 500_000
+                    and collect["delivered"] == collect["events_accepted"]
+                    and collect["verified"] == collect["retained"])}
+    if sdk:
+        g["sdk_at_most_3kb_gzipped"] = {"goal": "kc.js at most 3,072 bytes gzipped",
+                                        "value": sdk["gzip_bytes"],
+                                        "met": sdk["gzip_bytes"] <= 3072}
     if paced.get("ceiling") and paced.get("module") and paced["ceiling"]["p99_ms"]:
         ratio = paced["module"]["p99_ms"] / paced["ceiling"]["p99_ms"]
         g["p99_vs_ceiling_at_half_load"] = {
@@ -1312,6 +1424,7 @@ def markdown(report):
                 lines.append(f"| {c} | {s['rps']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} "
                              f"| {s.get('p99_vs_ceiling', 0):.2f} |")
     lines += delivery_markdown(report)
+    lines += collect_markdown(report)
     if report.get("sweep"):
         lines.append("")
         lines.append("Producer settings (module, 1 worker, postdata.json; the rest as the "
@@ -1347,6 +1460,28 @@ def markdown(report):
                else "met" if g["met"] else "NOT met")
         lines.append(f"- {name}: {g['value']} (goal {g['goal']}): {met}")
     return "\n".join(lines) + "\n"
+
+
+def collect_markdown(report):
+    """The batch path of kafka_collect, and kc.js's size."""
+    c, sdk, lines = report.get("collect"), report.get("sdk"), []
+    if c:
+        ceiling = (report.get("headline") or {}).get("ceiling", {}).get("rps")
+        lines += ["", f"Batch collection (`kafka_collect`, 1 worker, {c['connections']} "
+                  f"connections, POSTs of {BATCH_EVENTS} events of 200 bytes, "
+                  f"{c['body_bytes']:,}-byte bodies, each event one Kafka message; median of "
+                  f"{c['rounds']} round(s)): **{c['events_per_s']:,.0f} events/s** "
+                  f"({c['rps']:,.0f} req/s"
+                  + (f", {c['rps'] / ceiling:.3f} × the small-body ceiling" if ceiling else "")
+                  + f"), p99 {c['p99_ms']:.2f} ms, {c['cpu_ms_per_10k_events']:.1f} worker "
+                  f"CPU ms per 10k events; {c['events_accepted']:,} events accepted, "
+                  f"{c['delivered']:,} in Kafka, {c['verified']:,} of the {c['retained']:,} "
+                  f"the broker retains read back equal to the batch's"
+                  + (f", {c['non_2xx']:,} answers not 2xx" if c["non_2xx"] else "") + "."]
+    if sdk:
+        lines += ["", f"kc.js (sdk/dist/kc.js, as nginx serves it): {sdk['bytes']:,} bytes, "
+                  f"**{sdk['gzip_bytes']:,} gzipped**."]
+    return lines
 
 
 def chart(report, png):
@@ -1420,6 +1555,7 @@ def render(path, out_dir):
     report = json.loads(Path(path).read_text())
     # Paced runs are flagged since 20261122; before, they were the ones with other connections.
     matrix = [r for r in report["runs"] if not r.get("paced") and not r.get("acked")
+              and not r.get("collect")
               and r["connections"] in (64, 128)]
     for cell in report["cells"]:
         cell["summary"] = summarize([r for r in matrix if r["workers"] == cell["workers"]
@@ -1441,6 +1577,8 @@ def main():
     ap.add_argument("--no-delivery", action="store_true",
                     help="leave out module+spool, module+durable, module+acked and the replay "
                          "(a module without kafka_delivery and kafka_spool)")
+    ap.add_argument("--no-collect", action="store_true",
+                    help="leave out the batch path of kafka_collect (a module without it)")
     ap.add_argument("--out", default=str(BENCH / "results"))
     ap.add_argument("--render", metavar="JSON", help="only render a saved run again")
     args = ap.parse_args()
@@ -1458,16 +1596,21 @@ def main():
         check_metrics_config()
     if not args.no_delivery:
         check_delivery_config()
+    if not args.no_collect:
+        check_collect_config()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="nginx-kafka-bench-"))
     os.chmod(workdir, 0o755)
     bodies = {"postdata": REPO / "nginx/postdata.json", "2kb": workdir / "event-2k.json"}
     make_2kb_body(bodies["2kb"])
+    bodies["batch100"] = workdir / "batch100.json"
+    bodies["batch100.lines"] = workdir / "batch100.lines"
+    make_batch_body(bodies["batch100"], bodies["batch100.lines"])
     started = time.time()
     runner = Runner(s, workdir, bodies)
     results, paced_results, sweep, soak = [], [], [], None
-    acked_results, replay = [], None
+    acked_results, replay, collect_results = [], None, []
     cells = [(1, "postdata"), (1, "2kb"), (os.cpu_count() or 1, "postdata"),
              (os.cpu_count() or 1, "2kb")]
     extra = (() if args.no_metrics else METRICS_CONTESTANTS) + \
@@ -1530,6 +1673,16 @@ def main():
                 log(f"replay: {e}")
                 replay = {"error": str(e)}
 
+        if not args.no_collect:
+            log(f"collect: 1 worker, {BATCH_EVENTS}-event batches, {s.collect_rounds} "
+                f"round(s) of {s.duration} s")
+            for rnd in range(s.collect_rounds):
+                r = runner.run(COLLECT, 1, "batch100", s.duration,
+                               connections=COLLECT_CONNECTIONS)
+                r["round"] = rnd + 1
+                r["collect"] = True
+                collect_results.append(r)
+
         if s.sweep:
             variants = [
                 [("linger.ms", "0")], [("linger.ms", "50")],
@@ -1551,7 +1704,8 @@ def main():
     except BaseException:
         # Keep what was measured for a look; latest.* stay as they were.
         partial = out_dir / f"{runner.run_id}.partial.json"
-        partial.write_text(json.dumps({"runs": results + paced_results + acked_results,
+        partial.write_text(json.dumps({"runs": results + paced_results + acked_results
+                                       + collect_results,
                                        "sweep": sweep, "replay": replay}, indent=1) + "\n")
         log(f"stopped early; runs so far in {partial}")
         raise
@@ -1600,8 +1754,11 @@ def main():
     report["delivery"] = delivery_verdicts(headline)
     report["acked"] = acked_summary(acked_results)
     report["replay"] = replay
-    report["goals"] = goals(headline, report["paced"], soak, bound_kb, report["acked"], replay)
-    report["runs"] = results + paced_results + acked_results
+    report["collect"] = collect_summary(collect_results)
+    report["sdk"] = sdk_size()
+    report["goals"] = goals(headline, report["paced"], soak, bound_kb, report["acked"], replay,
+                            report["collect"], report["sdk"])
+    report["runs"] = results + paced_results + acked_results + collect_results
     report["elapsed_s"] = round(time.time() - started, 1)
 
     name = f"{runner.run_id}{'-quick' if s.quick else ''}"

@@ -8,6 +8,11 @@ wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["topic"] = os.getenv("BENCH_TOPIC")
+-- kafka_collect's requests come from a registered page.
+local origin = os.getenv("BENCH_ORIGIN")
+if origin then
+    wrk.headers["Origin"] = origin
+end
 
 local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "")
 if pause then

@@ -4,10 +4,15 @@
 //! dropped its oldest messages (retention): the watermarks still count them, and the
 //! read-back checks what is left.
 //!
-//! Usage: kafka-tally --brokers HOST:PORT --topic NAME [--expect FILE] [--timeout-ms MS]
+//! With `--expect-lines FILE` instead, each value must be one of FILE's lines (the events of
+//! a batch body, one per line).
+//!
+//! Usage: kafka-tally --brokers HOST:PORT --topic NAME [--expect FILE | --expect-lines FILE]
+//!        [--timeout-ms MS]
 //! Prints one JSON object: {"topic":..,"partitions":..,"appended":..,"retained":..,
 //! "read":..,"equal":..,"different":..}. A topic that does not exist counts 0.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -35,9 +40,18 @@ fn main() {
         match arg.as_str() {
             "--brokers" => brokers = value,
             "--topic" => topic = Some(value),
-            "--expect" => {
-                expect =
-                    Some(std::fs::read(&value).unwrap_or_else(|e| die(&format!("{value}: {e}"))))
+            "--expect" | "--expect-lines" => {
+                let bytes =
+                    std::fs::read(&value).unwrap_or_else(|e| die(&format!("{value}: {e}")));
+                expect = Some(if arg == "--expect" {
+                    HashSet::from([bytes])
+                } else {
+                    bytes
+                        .split(|&b| b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .map(<[u8]>::to_vec)
+                        .collect()
+                });
             }
             "--timeout-ms" => {
                 timeout = Duration::from_millis(value.parse().unwrap_or_else(|_| usage()))
@@ -47,7 +61,7 @@ fn main() {
     }
     let topic = topic.unwrap_or_else(|| usage());
     let tally =
-        count(&brokers, &topic, expect.as_deref(), timeout).unwrap_or_else(|e| die(&e.to_string()));
+        count(&brokers, &topic, expect.as_ref(), timeout).unwrap_or_else(|e| die(&e.to_string()));
     println!(
         "{{\"topic\":\"{topic}\",\"partitions\":{},\"appended\":{},\"retained\":{},\"read\":{},\"equal\":{},\"different\":{}}}",
         tally.partitions, tally.appended, tally.retained, tally.read, tally.equal, tally.different
@@ -57,7 +71,7 @@ fn main() {
 fn count(
     brokers: &str,
     topic: &str,
-    expect: Option<&[u8]>,
+    expect: Option<&HashSet<Vec<u8>>>,
     timeout: Duration,
 ) -> Result<Tally, KafkaError> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -92,7 +106,7 @@ fn count(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 tally.read += 1;
-                if m.payload().unwrap_or_default() == expect {
+                if expect.contains(m.payload().unwrap_or_default()) {
                     tally.equal += 1;
                 } else {
                     tally.different += 1;
@@ -106,7 +120,10 @@ fn count(
 }
 
 fn usage() -> ! {
-    die("usage: kafka-tally --brokers HOST:PORT --topic NAME [--expect FILE] [--timeout-ms MS]")
+    die(
+        "usage: kafka-tally --brokers HOST:PORT --topic NAME [--expect FILE | --expect-lines FILE] \
+         [--timeout-ms MS]",
+    )
 }
 
 fn die(message: &str) -> ! {
