@@ -275,51 +275,32 @@ impl LocationConf {
     }
 }
 
+/// A table for `ngx_conf_set_enum_slot`: the (name, value) pairs, then nginx's terminator.
+macro_rules! conf_enum {
+    ($($name:literal => $value:expr),+ $(,)?) => {
+        [
+            $(ngx_conf_enum_t { name: ngx_string!($name), value: $value },)+
+            ngx_conf_enum_t { name: ngx_str_t { len: 0, data: ptr::null_mut() }, value: 0 },
+        ]
+    };
+}
+
 const VALUE_FORMAT_RAW: ngx_uint_t = 0;
 const VALUE_FORMAT_BODY_DATA: ngx_uint_t = 1;
 
-static mut VALUE_FORMATS: [ngx_conf_enum_t; 3] = [
-    ngx_conf_enum_t {
-        name: ngx_string!("raw"),
-        value: VALUE_FORMAT_RAW,
-    },
-    ngx_conf_enum_t {
-        name: ngx_string!("body_data"),
-        value: VALUE_FORMAT_BODY_DATA,
-    },
-    ngx_conf_enum_t {
-        name: ngx_str_t {
-            len: 0,
-            data: ptr::null_mut(),
-        },
-        value: 0,
-    },
+static mut VALUE_FORMATS: [ngx_conf_enum_t; 3] = conf_enum![
+    "raw" => VALUE_FORMAT_RAW,
+    "body_data" => VALUE_FORMAT_BODY_DATA,
 ];
 
 const DELIVERY_QUEUED: ngx_uint_t = 0;
 const DELIVERY_DURABLE: ngx_uint_t = 1;
 const DELIVERY_ACKED: ngx_uint_t = 2;
 
-static mut DELIVERIES: [ngx_conf_enum_t; 4] = [
-    ngx_conf_enum_t {
-        name: ngx_string!("queued"),
-        value: DELIVERY_QUEUED,
-    },
-    ngx_conf_enum_t {
-        name: ngx_string!("durable"),
-        value: DELIVERY_DURABLE,
-    },
-    ngx_conf_enum_t {
-        name: ngx_string!("acked"),
-        value: DELIVERY_ACKED,
-    },
-    ngx_conf_enum_t {
-        name: ngx_str_t {
-            len: 0,
-            data: ptr::null_mut(),
-        },
-        value: 0,
-    },
+static mut DELIVERIES: [ngx_conf_enum_t; 4] = conf_enum![
+    "queued" => DELIVERY_QUEUED,
+    "durable" => DELIVERY_DURABLE,
+    "acked" => DELIVERY_ACKED,
 ];
 
 /// `kafka_collect_dnt`: what a request with `DNT: 1` or `Sec-GPC: 1` gets.
@@ -338,56 +319,21 @@ const CLIENT_IP_TRUNCATE: ngx_uint_t = 1;
 const CLIENT_IP_HASH: ngx_uint_t = 2;
 const CLIENT_IP_OFF: ngx_uint_t = 3;
 
-static mut CLIENT_IPS: [ngx_conf_enum_t; 5] = [
-    ngx_conf_enum_t {
-        name: ngx_string!("full"),
-        value: CLIENT_IP_FULL,
-    },
-    ngx_conf_enum_t {
-        name: ngx_string!("truncate"),
-        value: CLIENT_IP_TRUNCATE,
-    },
-    ngx_conf_enum_t {
-        name: ngx_string!("hash"),
-        value: CLIENT_IP_HASH,
-    },
-    ngx_conf_enum_t {
-        name: ngx_string!("off"),
-        value: CLIENT_IP_OFF,
-    },
-    ngx_conf_enum_t {
-        name: ngx_str_t {
-            len: 0,
-            data: ptr::null_mut(),
-        },
-        value: 0,
-    },
+static mut CLIENT_IPS: [ngx_conf_enum_t; 5] = conf_enum![
+    "full" => CLIENT_IP_FULL,
+    "truncate" => CLIENT_IP_TRUNCATE,
+    "hash" => CLIENT_IP_HASH,
+    "off" => CLIENT_IP_OFF,
 ];
 
 const DNT_OFF: ngx_uint_t = 0;
 const DNT_ANONYMIZE: ngx_uint_t = 1;
 const DNT_DROP: ngx_uint_t = 2;
 
-static mut DNTS: [ngx_conf_enum_t; 4] = [
-    ngx_conf_enum_t {
-        name: ngx_string!("off"),
-        value: DNT_OFF,
-    },
-    ngx_conf_enum_t {
-        name: ngx_string!("anonymize"),
-        value: DNT_ANONYMIZE,
-    },
-    ngx_conf_enum_t {
-        name: ngx_string!("drop"),
-        value: DNT_DROP,
-    },
-    ngx_conf_enum_t {
-        name: ngx_str_t {
-            len: 0,
-            data: ptr::null_mut(),
-        },
-        value: 0,
-    },
+static mut DNTS: [ngx_conf_enum_t; 4] = conf_enum![
+    "off" => DNT_OFF,
+    "anonymize" => DNT_ANONYMIZE,
+    "drop" => DNT_DROP,
 ];
 
 pub const METRICS_PROMETHEUS: ngx_uint_t = 0;

@@ -172,7 +172,11 @@ fn chromium_page_views_and_events_reach_the_sites_topic() {
     assert_eq!(pixel_names, ["add_to_cart", "page_view"]);
     let add = pixel.iter().find(|e| e["name"] == "add_to_cart").unwrap();
     assert_eq!(
-        (add["type"].as_str(), add["p.sku"].as_str(), add["p.price"].as_str()),
+        (
+            add["type"].as_str(),
+            add["p.sku"].as_str(),
+            add["p.price"].as_str()
+        ),
         (Some("event"), Some("KC-1"), Some("19.9"))
     );
     assert_eq!(add["url"], format!("{shop}?pixel").as_str());
@@ -195,7 +199,11 @@ fn chromium_page_views_and_events_reach_the_sites_topic() {
     let collect = |origin_host: &str| -> BTreeMap<(String, u16), usize> {
         let mut m = BTreeMap::new();
         for h in hits.iter().filter(|h| h.uri == "/collect") {
-            let from = if h.origin == "-" { &h.referer } else { &h.origin };
+            let from = if h.origin == "-" {
+                &h.referer
+            } else {
+                &h.origin
+            };
             if from.contains(origin_host) {
                 *m.entry((h.method.clone(), h.status)).or_default() += 1;
             }
@@ -209,7 +217,7 @@ fn chromium_page_views_and_events_reach_the_sites_topic() {
         && h.status == 200
         && h.cache_control == "public, max-age=3600"));
     let shop_hits = collect("//shop.localhost:");
-    assert!(shop_hits.get(&("POST".into(), 204)).is_some(), "{hits:#?}");
+    assert!(shop_hits.contains_key(&("POST".into(), 204)), "{hits:#?}");
     assert_eq!(shop_hits.get(&("GET".into(), 200)), Some(&2), "{hits:#?}");
     assert_eq!(
         shop_hits.keys().filter(|(_, s)| *s >= 300).count(),
@@ -217,7 +225,10 @@ fn chromium_page_views_and_events_reach_the_sites_topic() {
         "{hits:#?}"
     );
     let evil_hits = collect("//evil.localhost:");
-    assert!(!evil_hits.is_empty(), "the evil page sent nothing: {hits:#?}");
+    assert!(
+        !evil_hits.is_empty(),
+        "the evil page sent nothing: {hits:#?}"
+    );
     assert!(
         evil_hits.keys().all(|(_, status)| *status == 403),
         "{evil_hits:?}"
@@ -236,6 +247,9 @@ fn chromium_page_views_and_events_reach_the_sites_topic() {
     );
     let stats: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(stats["events"]["accepted"], 5, "{stats}");
-    assert!(stats["events"]["forbidden_origin"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(
+        stats["events"]["forbidden_origin"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
     nginx.check_logs();
 }

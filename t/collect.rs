@@ -93,6 +93,30 @@ fn post(port: u16, key: &str, origin: &str, body: &str) -> Response {
     )
 }
 
+/// A POST with an Origin and a Referer, each if given.
+fn post_from(
+    port: u16,
+    key: &str,
+    origin: Option<&str>,
+    referer: Option<&str>,
+    body: &str,
+) -> Response {
+    let mut headers = vec![];
+    if let Some(o) = origin {
+        headers.push(("Origin", o));
+    }
+    if let Some(r) = referer {
+        headers.push(("Referer", r));
+    }
+    send(
+        port,
+        "POST",
+        &format!("/collect?key={key}"),
+        &headers,
+        body.as_bytes(),
+    )
+}
+
 fn error_of(r: &Response) -> String {
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
     v["error"].as_str().unwrap_or_default().to_string()
@@ -187,20 +211,7 @@ fn every_registry_rule() {
         ),
     ];
     for (key, origin, referer, n) in accepted {
-        let mut headers = vec![];
-        if let Some(o) = origin {
-            headers.push(("Origin", o));
-        }
-        if let Some(r) = referer {
-            headers.push(("Referer", r));
-        }
-        let r = send(
-            port,
-            "POST",
-            &format!("/collect?key={key}"),
-            &headers,
-            ev(n).as_bytes(),
-        );
+        let r = post_from(port, key, origin, referer, &ev(n));
         assert_eq!(r.status, 204, "{n}: {}", r.text());
     }
     // Refused, each with its reason, and nothing produced.
@@ -251,20 +262,7 @@ fn every_registry_rule() {
         ("", Some(SHOP), None, "unknown_key", "no key"),
     ];
     for (key, origin, referer, error, n) in refused {
-        let mut headers = vec![];
-        if let Some(o) = origin {
-            headers.push(("Origin", o));
-        }
-        if let Some(r) = referer {
-            headers.push(("Referer", r));
-        }
-        let r = send(
-            port,
-            "POST",
-            &format!("/collect?key={key}"),
-            &headers,
-            ev(n).as_bytes(),
-        );
+        let r = post_from(port, key, origin, referer, &ev(n));
         assert_eq!(r.status, 403, "{n}: {}", r.text());
         assert_eq!(error_of(&r), error, "{n}");
     }

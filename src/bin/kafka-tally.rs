@@ -41,8 +41,7 @@ fn main() {
             "--brokers" => brokers = value,
             "--topic" => topic = Some(value),
             "--expect" | "--expect-lines" => {
-                let bytes =
-                    std::fs::read(&value).unwrap_or_else(|e| die(&format!("{value}: {e}")));
+                let bytes = std::fs::read(&value).unwrap_or_else(|e| die(&format!("{value}: {e}")));
                 expect = Some(if arg == "--expect" {
                     HashSet::from([bytes])
                 } else {

@@ -48,21 +48,7 @@ pub unsafe extern "C" fn collect_handler(r: *mut ngx_http_request_t) -> ngx_int_
     ) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    let ctx = req.pool().alloc_type::<RequestCtx>();
-    if ctx.is_null() {
-        return NGX_ERROR as ngx_int_t;
-    }
-    // SAFETY: a fresh allocation of the right size and alignment from the request pool.
-    unsafe {
-        ctx.write(RequestCtx {
-            topic: ngx_str_t::default(),
-            key: ngx_str_t::default(),
-            result: 0,
-            bytes: 0,
-        })
-    };
-    req.set_module_ctx(ctx.cast(), Module::module());
-    if req.add_header_out("Vary", "Origin").is_none() {
+    if RequestCtx::attach(req).is_none() || req.add_header_out("Vary", "Origin").is_none() {
         return NGX_ERROR as ngx_int_t;
     }
 

@@ -30,6 +30,28 @@ pub struct RequestCtx {
     pub bytes: usize,
 }
 
+impl RequestCtx {
+    /// A fresh, empty context in the request's pool, set as the module's for the request;
+    /// `None` when the pool has no memory.
+    pub fn attach(r: &mut Request) -> Option<*mut RequestCtx> {
+        let ctx = r.pool().alloc_type::<RequestCtx>();
+        if ctx.is_null() {
+            return None;
+        }
+        // SAFETY: a fresh allocation of the right size and alignment from the request pool.
+        unsafe {
+            ctx.write(RequestCtx {
+                topic: ngx_str_t::default(),
+                key: ngx_str_t::default(),
+                result: 0,
+                bytes: 0,
+            })
+        };
+        r.set_module_ctx(ctx.cast(), Module::module());
+        Some(ctx)
+    }
+}
+
 /// The content handler installed by `kafka_ingest`.
 ///
 /// # Safety
@@ -40,20 +62,9 @@ pub unsafe extern "C" fn ingest_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     let Some(lcf) = Module::location_conf(r.as_ref()) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    let ctx = r.pool().alloc_type::<RequestCtx>();
-    if ctx.is_null() {
+    let Some(ctx) = RequestCtx::attach(r) else {
         return NGX_ERROR as ngx_int_t;
-    }
-    // SAFETY: a fresh allocation of the right size and alignment from the request pool.
-    unsafe {
-        ctx.write(RequestCtx {
-            topic: ngx_str_t::default(),
-            key: ngx_str_t::default(),
-            result: 0,
-            bytes: 0,
-        })
     };
-    r.set_module_ctx(ctx.cast(), Module::module());
 
     if r.as_ref().method & (NGX_HTTP_POST | NGX_HTTP_PUT) as ngx_uint_t == 0 {
         return reject_early(r, lcf, Rejection::MethodNotAllowed);
