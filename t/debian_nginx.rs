@@ -100,6 +100,8 @@ fn benchmark_config_on_debian_nginx() {
         .replace("@METRICS@", "location = /metrics { kafka_metrics; }")
         .replace("@SPOOL@", "")
         .replace("@DELIVERY@", "")
+        .replace("@SITES@", "")
+        .replace("@COLLECT@", "")
         .replace("@PREFIX@/send2kafka.lua", "conf/send2kafka.lua");
     assert!(!conf.contains('@'), "every placeholder is filled:\n{conf}");
     let lua = std::fs::read_to_string(repo().join("bench/send2kafka.lua")).unwrap();
