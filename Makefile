@@ -6,7 +6,7 @@ CARGO   ?= cargo
 PROFILE := release
 OUT     := build
 
-.PHONY: all deps build run stop test test-debian fuzz-smoke bench clean
+.PHONY: all deps build run stop test test-debian test-container image fuzz-smoke bench clean
 
 all: build
 
@@ -36,6 +36,7 @@ test:
 	cd sdk && npm test --silent
 	$(CARGO) test --$(PROFILE) --no-fail-fast
 	@$(MAKE) --no-print-directory test-debian
+	@$(MAKE) --no-print-directory test-container
 	@$(MAKE) --no-print-directory fuzz-smoke
 
 # A short, seeded run of every cargo fuzz target, and the known inputs replayed
@@ -43,6 +44,17 @@ test:
 fuzz-smoke:
 	scripts/fuzz.sh smoke
 	scripts/fuzz.sh regressions
+
+# The container image (Dockerfile), built with podman on a Debian base made here
+# (scripts/container.sh), and t/container.rs against it.
+image:
+	@scripts/deps.sh container
+	scripts/container.sh build nginx-kafka:latest
+
+test-container:
+	@scripts/deps.sh container
+	scripts/container.sh build localhost/nginx-kafka:test
+	NGINX_KAFKA_IMAGE=localhost/nginx-kafka:test $(CARGO) test --$(PROFILE) --test container -- --include-ignored
 
 # The module built against Debian's own nginx (package nginx-dev), loaded into /usr/sbin/nginx.
 # Then the main suites again on that nginx, which is built --with-debug, at `error_log debug`.

@@ -2,6 +2,7 @@
 # Installs what a step needs when it is missing: build (compilers, headers), test (ab,
 # valgrind, prometheus and promtool for t/metrics.rs, tansu, chromium, node and sdk/'s npm packages),
 # debian (Debian's nginx, its module build kit, and the Lua collector the benchmark runs),
+# container (podman, debootstrap),
 # bench (all of debian, wrk, gnuplot, ss).
 set -euo pipefail
 
@@ -19,6 +20,10 @@ case "${1:-build}" in
          command -v npm >/dev/null || want npm
          apt_flags=(--no-install-recommends) ;;
   debian) for p in "${debian_pkgs[@]}"; do want "$p"; done ;;
+  # podman and what it runs on here (CONTAINERS.md), debootstrap for the base image, ab.
+  # kubectl (its kustomize) where an apt source has it, as Google's does on these machines.
+  container) for p in podman buildah debootstrap runc uidmap slirp4netns apache2-utils; do want "$p"; done
+             command -v kubectl >/dev/null || want kubectl ;;
   bench) for p in "${debian_pkgs[@]}" wrk gnuplot-nox iproute2; do want "$p"; done ;;
   *) echo "deps.sh: unknown step $1" >&2; exit 2 ;;
 esac
@@ -53,6 +58,12 @@ sdk="$(dirname "$0")/../sdk"
 if [ "${1:-}" = test ] && [ ! "$sdk/node_modules/.package-lock.json" -nt "$sdk/package-lock.json" ]; then
   echo "installing sdk/'s npm packages (npm ci)"
   (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# kubernetes-validate (PyPI), for t/container.rs's manifests.
+if [ "${1:-}" = container ] && ! command -v kubernetes-validate >/dev/null; then
+  echo "installing kubernetes-validate"
+  python3 -m pip install --quiet kubernetes-validate
 fi
 
 # A local S3 server for t/spool.rs's tansu that keeps its data through a SIGKILL.
