@@ -6,7 +6,7 @@ CARGO   ?= cargo
 PROFILE := release
 OUT     := build
 
-.PHONY: all deps build run stop test test-debian test-container image fuzz-smoke bench clean
+.PHONY: all deps build run stop test test-debian test-container image deb fuzz-smoke bench clean
 
 all: build
 
@@ -46,13 +46,20 @@ fuzz-smoke:
 	scripts/fuzz.sh regressions
 
 # The container image (Dockerfile), built with podman on a Debian base made here
-# (scripts/container.sh), and t/container.rs against it.
+# (scripts/container.sh); t/container.rs runs it, the manifests and the Debian package.
 image:
 	@scripts/deps.sh container
 	scripts/container.sh build nginx-kafka:latest
 
+# libnginx-mod-http-kafka for Debian's nginx, into build/deb/ (scripts/build-deb.sh).
+deb:
+	@scripts/deps.sh debian
+	scripts/build-deb.sh
+
 test-container:
 	@scripts/deps.sh container
+	@scripts/deps.sh debian
+	scripts/build-deb.sh
 	scripts/container.sh build localhost/nginx-kafka:test
 	NGINX_KAFKA_IMAGE=localhost/nginx-kafka:test $(CARGO) test --$(PROFILE) --test container -- --include-ignored
 

@@ -376,3 +376,104 @@ fn kube_play_serves_the_acceptance_test() {
         "{files}"
     );
 }
+
+/// `make deb`'s package on a fresh Debian 12 (the base image, as a container on the host's
+/// network): Debian's nginx installed from Debian's archive, then the package, which enables
+/// its snippet in /etc/nginx/modules-enabled; `nginx -t` passes; an event posted to
+/// /usr/sbin/nginx reaches Kafka.
+#[test]
+#[ignore = "needs podman, the base image and build/deb: make test-container"]
+fn deb_installs_with_debians_nginx() {
+    let debs: Vec<_> = std::fs::read_dir(repo().join("build/deb"))
+        .expect("build/deb (make deb)")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    assert_eq!(debs.len(), 1, "{debs:?}");
+    let deb = debs[0].file_name().unwrap().to_str().unwrap().to_string();
+
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("my-poc-topic-01", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let port = free_port();
+    let script = format!(
+        "set -e\n\
+         printf '#!/bin/sh\\nexit 101\\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d\n\
+         apt-get update -qq\n\
+         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null\n\
+         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq /debs/{deb} >/dev/null\n\
+         rm -f /etc/nginx/sites-enabled/default\n\
+         cat >/etc/nginx/conf.d/kafka.conf <<'CONF'\n\
+         kafka_brokers {brokers};\n\
+         server {{\n\
+             listen 127.0.0.1:{port};\n\
+             location = /putmessage {{\n\
+                 kafka_ingest;\n\
+                 kafka_topic $http_topic;\n\
+                 kafka_allowed_topics my-poc-topic-*;\n\
+             }}\n\
+         }}\n\
+         CONF\n\
+         ls -l /etc/nginx/modules-enabled/\n\
+         dpkg -s libnginx-mod-http-kafka | grep -E '^(Status|Depends):'\n\
+         /usr/sbin/nginx -t\n\
+         exec /usr/sbin/nginx -g 'daemon off;'\n"
+    );
+    let volume = format!("{}:/debs:ro", repo().join("build/deb").display());
+    let c = Container(podman_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "host",
+        "-v",
+        &volume,
+        "docker.io/library/debian:bookworm-slim",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    // apt-get from Debian's archive: a minute or two.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while status(port, "/putmessage").is_none() {
+        let state = podman_ok(&["inspect", &c.0, "--format", "{{.State.Running}}"]);
+        assert_eq!(state, "true", "the container stopped:\n{}", c.logs());
+        assert!(
+            Instant::now() < deadline,
+            "nginx never listened:\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let logs = c.logs();
+    assert!(
+        logs.contains(
+            "50-mod-http-kafka.conf -> /usr/share/nginx/modules-available/mod-http-kafka.conf"
+        ),
+        "{logs}"
+    );
+    assert!(logs.contains("Status: install ok installed"), "{logs}");
+    assert!(logs.contains("Depends: nginx-abi-"), "{logs}");
+    assert!(logs.contains("test is successful"), "{logs}");
+
+    let mut http = Http::connect(port);
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let event = format!("{{\"deb\":{i}}}").into_bytes();
+        let r = http.request(
+            "POST",
+            "/putmessage",
+            &[("topic", "my-poc-topic-01")],
+            &event,
+        );
+        assert_eq!(r.status, 204, "{}", r.text());
+        sent.push(event);
+    }
+    let got: Vec<Vec<u8>> = consume(&brokers, "my-poc-topic-01", 21, Duration::from_secs(5))
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(got, sent);
+    let version = podman_ok(&["exec", &c.0, "/usr/sbin/nginx", "-v"]);
+    println!("{version}");
+}
