@@ -21,7 +21,7 @@ build: deps
 	@cp target/$(PROFILE)/libngx_http_kafka_module.so $(OUT)/modules/ngx_http_kafka_module.so.new
 	@mv $(OUT)/modules/ngx_http_kafka_module.so.new $(OUT)/modules/ngx_http_kafka_module.so
 	@cp target/$(PROFILE)/kafka-dev-broker target/$(PROFILE)/kafka-consume \
-	  target/$(PROFILE)/kafka-tally target/$(PROFILE)/kafka-spool target/$(PROFILE)/kafka-sites $(OUT)/bin/
+	  target/$(PROFILE)/kafka-tally target/$(PROFILE)/kafka-spool target/$(PROFILE)/kafka-sites target/$(PROFILE)/kafka-msk-token $(OUT)/bin/
 	@echo "built $(OUT)/sbin/nginx ($$($(OUT)/sbin/nginx -v 2>&1 | sed 's/.*: //')) and $(OUT)/modules/ngx_http_kafka_module.so"
 
 run: build

@@ -60,6 +60,12 @@ if [ "${1:-}" = test ] && [ ! "$sdk/node_modules/.package-lock.json" -nt "$sdk/p
   (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# AWS's reference MSK IAM signer (PyPI), for t/msk_iam.rs.
+if [ "${1:-}" = test ] && ! python3 -c 'import aws_msk_iam_sasl_signer' 2>/dev/null; then
+  echo "installing aws-msk-iam-sasl-signer-python"
+  python3 -m pip install --quiet aws-msk-iam-sasl-signer-python
+fi
+
 # kubernetes-validate (PyPI), for t/container.rs's manifests.
 if [ "${1:-}" = container ] && ! command -v kubernetes-validate >/dev/null; then
   echo "installing kubernetes-validate"

@@ -5,6 +5,7 @@
 //! into nginx, so unit-test executables (which have no nginx to link against) leave it out.
 
 // Pure logic.
+pub mod aws;
 pub mod escape;
 pub mod failure_line;
 pub mod metrics;
