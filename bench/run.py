@@ -322,42 +322,35 @@ def post(port, path, body, topic):
         conn.close()
 
 
+def check_config(what, hint, spool=False, **conf):
+    """nginx -t on a contestant's configuration (write_conf's keyword arguments), so that a
+    module without its directives stops the bench here, not after minutes of rounds."""
+    with tempfile.TemporaryDirectory(prefix="nginx-kafka-bench-check-") as tmp:
+        if spool:
+            conf["spool"] = (str(spool_dir(Path(tmp) / "spool")), "")
+        write_conf(Path(tmp), free_port(), free_port(), 1, **conf)
+        out = subprocess.run([str(NGINX), "-t", "-p", tmp, "-c", "conf/nginx.conf",
+                              "-e", "logs/stderr.log"], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"bench: the {what} configuration fails nginx -t ({hint}):\n"
+                 f"{out.stderr.strip()}")
+
+
 def check_delivery_config():
-    """nginx -t on the delivery contestants' configurations (durable with a spool, acked): a
-    module without them stops the bench here."""
+    """The delivery contestants: durable (with a spool) and acked."""
     for delivery in ("durable", "acked"):
-        with tempfile.TemporaryDirectory(prefix="nginx-kafka-bench-check-") as tmp:
-            spool = (str(spool_dir(Path(tmp) / "spool")), "")
-            write_conf(Path(tmp), free_port(), free_port(), 1, spool=spool, delivery=delivery)
-            out = subprocess.run([str(NGINX), "-t", "-p", tmp, "-c", "conf/nginx.conf",
-                                  "-e", "logs/stderr.log"], capture_output=True, text=True)
-        if out.returncode != 0:
-            sys.exit(f"bench: the module+{delivery} configuration fails nginx -t (a module "
-                     f"without kafka_delivery or kafka_spool? --no-delivery leaves them "
-                     f"out):\n{out.stderr.strip()}")
+        check_config(f"module+{delivery}", "a module without kafka_delivery or kafka_spool? "
+                     "--no-delivery leaves them out", spool=True, delivery=delivery)
 
 
 def check_collect_config():
-    """nginx -t on the collect contestant's configuration."""
-    with tempfile.TemporaryDirectory(prefix="nginx-kafka-bench-check-") as tmp:
-        write_conf(Path(tmp), free_port(), free_port(), 1, collect=True)
-        out = subprocess.run([str(NGINX), "-t", "-p", tmp, "-c", "conf/nginx.conf",
-                              "-e", "logs/stderr.log"], capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"bench: the collect configuration fails nginx -t (a module without "
-                 f"kafka_collect? --no-collect leaves it out):\n{out.stderr.strip()}")
+    check_config("collect", "a module without kafka_collect? --no-collect leaves it out",
+                 collect=True)
 
 
 def check_metrics_config():
-    """nginx -t on the metrics contestants' configuration: a module without kafka_metrics
-    stops the bench here, not after minutes of rounds."""
-    with tempfile.TemporaryDirectory(prefix="nginx-kafka-bench-check-") as tmp:
-        write_conf(Path(tmp), free_port(), free_port(), 1, metrics=True)
-        out = subprocess.run([str(NGINX), "-t", "-p", tmp, "-c", "conf/nginx.conf",
-                              "-e", "logs/stderr.log"], capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"bench: the metrics contestants' configuration fails nginx -t (a module "
-                 f"without kafka_metrics? --no-metrics leaves them out):\n{out.stderr.strip()}")
+    check_config("metrics contestants'", "a module without kafka_metrics? --no-metrics "
+                 "leaves them out", metrics=True)
 
 
 class Nginx:

@@ -88,6 +88,25 @@ fn ab(port: u16, topic: &str, n: usize) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `n` events `{"TAG":i}` to /putmessage (topic my-poc-topic-01) on one connection, each
+/// answered 204.
+fn post_events(port: u16, tag: &str, n: usize) -> Vec<Vec<u8>> {
+    let mut http = Http::connect(port);
+    (0..n)
+        .map(|i| {
+            let event = format!("{{\"{tag}\":{i}}}").into_bytes();
+            let r = http.request(
+                "POST",
+                "/putmessage",
+                &[("topic", "my-poc-topic-01")],
+                &event,
+            );
+            assert_eq!(r.status, 204, "{}", r.text());
+            event
+        })
+        .collect()
+}
+
 #[test]
 #[ignore = "needs the image: make test-container"]
 fn image_serves_the_acceptance_test_and_logs_failures_per_pod() {
@@ -136,20 +155,7 @@ fn image_serves_the_acceptance_test_and_logs_failures_per_pod() {
     // The broker goes away: events are still answered (queued); the stop flushes for
     // kafka_flush_timeout, then logs each one it could not deliver, payload and all.
     cluster.broker_down(1).unwrap();
-    let mut http = Http::connect(port);
-    let mut sent = Vec::new();
-    for i in 0..200 {
-        let event = format!("{{\"container\":{i}}}").into_bytes();
-        let r = http.request(
-            "POST",
-            "/putmessage",
-            &[("topic", "my-poc-topic-01")],
-            &event,
-        );
-        assert_eq!(r.status, 204, "{}", r.text());
-        sent.push(event);
-    }
-    drop(http);
+    let mut sent = post_events(port, "container", 200);
     let started = Instant::now();
     podman_ok(&["stop", "-t", "40", &c.0]);
     let took = started.elapsed();
@@ -456,19 +462,7 @@ fn deb_installs_with_debians_nginx() {
     assert!(logs.contains("Depends: nginx-abi-"), "{logs}");
     assert!(logs.contains("test is successful"), "{logs}");
 
-    let mut http = Http::connect(port);
-    let mut sent = Vec::new();
-    for i in 0..20 {
-        let event = format!("{{\"deb\":{i}}}").into_bytes();
-        let r = http.request(
-            "POST",
-            "/putmessage",
-            &[("topic", "my-poc-topic-01")],
-            &event,
-        );
-        assert_eq!(r.status, 204, "{}", r.text());
-        sent.push(event);
-    }
+    let sent = post_events(port, "deb", 20);
     let got: Vec<Vec<u8>> = consume(&brokers, "my-poc-topic-01", 21, Duration::from_secs(5))
         .into_iter()
         .map(|r| r.value)
