@@ -1123,9 +1123,15 @@ def goals(summary_1w, paced, soak, rss_bound_kb, acked=None, replay=None, collec
     ledger = {c: [summary_1w[c]["delivered"], summary_1w[c]["answered_2xx"]]
               for c in DELIVERY_CONTESTANTS if summary_1w.get(c)}
     if ledger:
+        # With fsync=batch an answer waits for its batch's sync: a request wrk closes while
+        # it waits is logged 499 and its event is produced all the same, as in acked mode.
+        waited = {c: summary_1w[c]["answered_other"] for c in ledger if c == "module+batch"}
         g["delivery_delivered_equals_answered_2xx"] = {
-            "goal": "delivered == answered 2xx (queued with a spool, durable)",
-            "value": ledger, "met": all(a == b for a, b in ledger.values())}
+            "goal": "delivered == answered 2xx (queued with a spool, durable); with fsync=batch, "
+                    "answered 2xx <= delivered <= answered 2xx + the 499s of requests closed "
+                    "while their answer waited for the sync",
+            "value": ledger,
+            "met": all(b <= a <= b + waited.get(c, 0) for c, (a, b) in ledger.items())}
     if acked:
         linger = float(PRODUCER_OPTIONS["linger.ms"])
         g["acked_delivered_at_least_answered_2xx"] = {
@@ -1553,6 +1559,12 @@ def render(path, out_dir):
     for cell in report["cells"]:
         cell["summary"] = summarize([r for r in matrix if r["workers"] == cell["workers"]
                                      and r["body"] == cell["body"]])
+    if report.get("rss_bound_kb") is not None:
+        headline = next(c["summary"] for c in report["cells"]
+                        if c["workers"] == 1 and c["body"] == "postdata")
+        report["goals"] = goals(headline, report["paced"], report["soak"],
+                                report["rss_bound_kb"], report.get("acked"),
+                                report.get("replay"), report.get("collect"), report.get("sdk"))
     md = markdown(report)
     (out_dir / "latest.md").write_text(md)
     chart(report, out_dir / "latest.png")
