@@ -66,6 +66,17 @@ pub struct MainConf {
     pub site_stats: bool,
     /// The secret of `kafka_collect_client_ip hash`: random for each configuration.
     pub ip_secret: [u8; 32],
+    /// `kafka_msk_iam`: the cluster's region and the credential chain's environment.
+    pub msk_iam: Option<MskIamConf>,
+}
+
+/// `kafka_msk_iam region`: SASL/OAUTHBEARER with tokens signed for Amazon MSK's IAM access
+/// control. The `AWS_*` variables are read when the configuration is, from nginx's own
+/// environment (workers see only what `env` lets through; this needs no `env` directive).
+#[derive(Clone)]
+pub struct MskIamConf {
+    pub region: String,
+    pub env: crate::aws::credentials::Env,
 }
 
 /// `kafka_spool path [max_size=size] [fsync=time|batch|off] [replay_rate=number]
@@ -136,6 +147,7 @@ impl Default for MainConf {
             sites: None,
             site_stats: false,
             ip_secret: [0; 32],
+            msk_iam: None,
         }
     }
 }
@@ -342,7 +354,7 @@ pub const METRICS_JSON: ngx_uint_t = 1;
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
 /// The directive table.
-pub static mut COMMANDS: [ngx_command_t; 26] = [
+pub static mut COMMANDS: [ngx_command_t; 27] = [
     ngx_command_t {
         name: ngx_string!("kafka_brokers"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
@@ -355,6 +367,14 @@ pub static mut COMMANDS: [ngx_command_t; 26] = [
         name: ngx_string!("kafka_option"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
         set: Some(set_option),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("kafka_msk_iam"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_msk_iam),
         conf: NGX_HTTP_MAIN_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
@@ -592,6 +612,94 @@ extern "C" fn set_brokers(
     }
     mcf.brokers = Some(list.join(","));
     NGX_CONF_OK
+}
+
+extern "C" fn set_msk_iam(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the parser state and this module's main configuration.
+    let (cf, mcf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
+    if mcf.msk_iam.is_some() {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    let arg = args(cf)[1];
+    let region = text(&arg).into_owned();
+    // us-east-1, eu-central-2, us-gov-west-1, cn-north-1, ap-southeast-7 ...
+    let parts: Vec<&str> = region.split('-').collect();
+    let valid = parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    if !valid {
+        return emerg(
+            cf,
+            format_args!("invalid AWS region \"{region}\" in \"kafka_msk_iam\" directive"),
+        );
+    }
+    mcf.msk_iam = Some(MskIamConf {
+        region,
+        env: crate::aws::credentials::env_from_process(),
+    });
+    NGX_CONF_OK
+}
+
+/// `kafka_msk_iam` sets the mechanism (and TLS, unless told otherwise); what contradicts it
+/// is a configuration error.
+fn msk_iam_options(cf: &mut ngx_conf_t, mcf: &mut MainConf) -> Result<(), *mut c_char> {
+    if mcf.msk_iam.is_none() {
+        return Ok(());
+    }
+    for name in ["sasl.mechanism", "sasl.mechanisms"] {
+        if let Some(v) = mcf
+            .option(name)
+            .filter(|v| !v.eq_ignore_ascii_case("OAUTHBEARER"))
+        {
+            return Err(emerg(
+                cf,
+                format_args!(
+                    "\"kafka_msk_iam\" signs OAUTHBEARER tokens: \"{name}\" cannot be \"{v}\""
+                ),
+            ));
+        }
+    }
+    for name in [
+        "sasl.oauthbearer.method",
+        "enable.sasl.oauthbearer.unsecure.jwt",
+    ] {
+        if mcf.option(name).is_some() {
+            return Err(emerg(
+                cf,
+                format_args!("\"kafka_msk_iam\" makes the tokens: \"{name}\" cannot be set"),
+            ));
+        }
+    }
+    match mcf.option("security.protocol").map(str::to_ascii_lowercase) {
+        None => mcf
+            .options
+            .push(("security.protocol".into(), "sasl_ssl".into())),
+        Some(p) if p.starts_with("sasl_") => {}
+        Some(p) => {
+            return Err(emerg(
+                cf,
+                format_args!(
+                    "\"kafka_msk_iam\" authenticates with SASL: \"security.protocol\" cannot \
+                     be \"{p}\""
+                ),
+            ))
+        }
+    }
+    if mcf.option("sasl.mechanism").is_none() && mcf.option("sasl.mechanisms").is_none() {
+        mcf.options
+            .push(("sasl.mechanism".into(), "OAUTHBEARER".into()));
+    }
+    Ok(())
 }
 
 extern "C" fn set_option(
@@ -996,6 +1104,9 @@ fn compile(cf: &mut ngx_conf_t, value: &mut ngx_str_t) -> Option<*mut ngx_http_c
 /// Once the `http` block is parsed: sets defaults, and has librdkafka check the producer's
 /// whole configuration, so that `nginx -t` catches properties that do not work together.
 pub fn init_main(cf: &mut ngx_conf_t, mcf: &mut MainConf) -> *mut c_char {
+    if let Err(e) = msk_iam_options(cf, mcf) {
+        return e;
+    }
     if mcf.flush_timeout == UNSET_MSEC {
         mcf.flush_timeout = 10_000;
     }

@@ -1,4 +1,6 @@
 //! Amazon MSK's IAM authentication: SigV4-signed `kafka-cluster:Connect` tokens for
-//! SASL/OAUTHBEARER. Plain code, without nginx.
+//! SASL/OAUTHBEARER, and the credentials they are signed with. Plain code, without nginx.
 
+pub mod credentials;
+pub mod http;
 pub mod sigv4;

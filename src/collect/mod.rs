@@ -285,7 +285,7 @@ fn rejection(e: &SendError) -> Rejection {
         SendError::UnknownTopic => Rejection::UnknownTopic,
         SendError::TooManyTopics | SendError::TooManyLookups => Rejection::TooManyTopics,
         SendError::SpoolFull => Rejection::SpoolFull,
-        SendError::NoProducer | SendError::Kafka(_) => Rejection::Unavailable,
+        SendError::NoProducer | SendError::NoToken | SendError::Kafka(_) => Rejection::Unavailable,
     }
 }
 

@@ -308,7 +308,9 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
                 SendError::UnknownTopic => Rejection::UnknownTopic,
                 SendError::TooManyTopics | SendError::TooManyLookups => Rejection::TooManyTopics,
                 SendError::SpoolFull => Rejection::SpoolFull,
-                SendError::NoProducer | SendError::Kafka(_) => Rejection::Unavailable,
+                SendError::NoProducer | SendError::NoToken | SendError::Kafka(_) => {
+                    Rejection::Unavailable
+                }
             };
             // One line per refused request would flood the log while the queue is full. The
             // topic is named only where topics are known to the worker (and so bounded).

@@ -14,6 +14,7 @@
 
 mod acks;
 mod commit;
+mod msk_iam;
 mod queue;
 mod send;
 mod spooling;
@@ -85,6 +86,8 @@ pub enum SendError {
     TooManyLookups,
     #[error("no producer runs in this worker")]
     NoProducer,
+    #[error("the worker has no valid MSK IAM token")]
+    NoToken,
     #[error("the spool cannot take the event")]
     SpoolFull,
     #[error("{0}")]
@@ -166,6 +169,8 @@ struct Worker {
     /// `kafka_spool`: its replay topic handles go before the producer.
     spooling: Option<Spooling>,
     topics: Registry<Topic, Waiter>,
+    /// `kafka_msk_iam`: lets go of the producer before it goes.
+    msk_iam: Option<msk_iam::MskIam>,
     producer: BaseProducer<Context>,
     reports: Reports,
     /// The last statistics librdkafka reported.
@@ -317,6 +322,9 @@ impl Worker {
         event: &Event<'_>,
         r: *mut ngx_http_request_t,
     ) -> Result<Produced, SendError> {
+        if self.msk_iam.as_ref().is_some_and(|iam| !iam.valid()) {
+            return Err(SendError::NoToken);
+        }
         let topic = event.topic;
         let t = match self.topics.handle(topic.as_bytes()) {
             Some(t) => t,
@@ -730,6 +738,12 @@ impl Worker {
     /// Whether this worker can take events: a broker connection is up and the fixed topics
     /// exist. Otherwise a reason code and a sentence.
     fn readiness(&mut self) -> Result<(), (&'static str, String)> {
+        if let Some(iam) = self.msk_iam.as_ref().filter(|iam| !iam.valid()) {
+            return Err((
+                "no_token",
+                format!("no valid MSK IAM token: {}", iam.reason()),
+            ));
+        }
         match self.state() {
             ProducerState::Up => {}
             ProducerState::Exiting => {
@@ -817,6 +831,16 @@ impl Worker {
             let recent = (delivered - before) as f64 * 1000.0 / (now - at) as f64;
             self.rate = 0.7 * self.rate + 0.3 * recent;
             self.rate_at = (now, delivered);
+        }
+        if let Some(iam) = &self.msk_iam {
+            for news in iam.news() {
+                notice!(
+                    cycle_log(),
+                    "kafka_msk_iam: a token from {}, valid until {}",
+                    news.source,
+                    crate::aws::credentials::iso_time(news.expires_ms / 1000)
+                );
+            }
         }
         let mut period = TICK_MS;
         if let Some(sp) = self.spooling.as_mut() {
@@ -1079,6 +1103,14 @@ pub fn start(cycle: &mut ngx_cycle_t) -> Status {
             )
         }),
         topics: Registry::new(mcf.max_topics, lookups_enabled),
+        // SAFETY: the producer outlives the token thread's hold on it (field order).
+        msk_iam: mcf.msk_iam.as_ref().map(|c| unsafe {
+            msk_iam::MskIam::start(
+                producer.client().native_ptr(),
+                c.region.clone(),
+                c.env.clone(),
+            )
+        }),
         producer,
         reports: Reports::default(),
         stats: None,

@@ -76,6 +76,8 @@ pub struct Nginx {
     pub allowed_marks: Vec<String>,
     /// A command nginx runs under (valgrind), if any.
     wrapper: Vec<String>,
+    /// The environment nginx starts with, beyond this process's (`AWS_*` of its own only).
+    env: Vec<(String, String)>,
 }
 
 impl Nginx {
@@ -125,6 +127,7 @@ impl Nginx {
             child: None,
             allowed_marks: Vec::new(),
             wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
         };
         nginx.launch();
         nginx
@@ -133,6 +136,24 @@ impl Nginx {
     /// Starts nginx with a single nginx.conf.
     pub fn start_conf(conf: &str, brokers: &str) -> Nginx {
         Self::start(&[("nginx.conf", conf)], brokers)
+    }
+
+    /// Starts nginx with a single nginx.conf and these `AWS_*` variables (and no others).
+    pub fn start_conf_env(conf: &str, brokers: &str, env: &[(&str, &str)]) -> Nginx {
+        let (prefix, port) = Self::prepare(&[("nginx.conf", conf)], brokers);
+        let mut nginx = Nginx {
+            prefix,
+            port,
+            child: None,
+            allowed_marks: Vec::new(),
+            wrapper: Vec::new(),
+            env: env
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        };
+        nginx.launch();
+        nginx
     }
 
     pub fn start_example(brokers: &str) -> Nginx {
@@ -153,6 +174,12 @@ impl Nginx {
             }
             None => Command::new(nginx_bin()),
         };
+        if !self.env.is_empty() {
+            for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("AWS_")) {
+                command.env_remove(name);
+            }
+            command.envs(self.env.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        }
         let child = command
             .arg("-p")
             .arg(&self.prefix.0)
