@@ -238,6 +238,7 @@ struct Turn<'a> {
     reports: &'a mut Reports,
     stats: &'a mut Option<Stats>,
     spooling: Option<&'a mut Spooling>,
+    msk_iam: Option<&'a msk_iam::MskIam>,
     /// Waiting requests to answer once the worker is no longer borrowed.
     answers: Vec<(Ack, Outcome)>,
 }
@@ -251,6 +252,12 @@ impl Turn<'_> {
 }
 
 impl Sink for Turn<'_> {
+    fn token_refresh(&mut self) {
+        if let Some(iam) = self.msk_iam {
+            iam.refresh_requested();
+        }
+    }
+
     fn delivery(&mut self, report: &Report<'_>) {
         // SAFETY: the opaque was set by `produce` or `replay`, and each report is read once.
         let (route, ticket) = unsafe { Ticket::from_opaque(report.opaque) };
@@ -661,6 +668,7 @@ impl Worker {
             reports: &mut self.reports,
             stats: &mut stats,
             spooling: self.spooling.as_mut(),
+            msk_iam: self.msk_iam.as_ref(),
             answers: Vec::new(),
         };
         if self.queue.serve(&mut turn, Budget::TURN) {
@@ -908,6 +916,7 @@ impl Worker {
             reports: &mut self.reports,
             stats: &mut stats,
             spooling: self.spooling.as_mut(),
+            msk_iam: self.msk_iam.as_ref(),
             answers: Vec::new(),
         };
         self.queue.serve(&mut turn, Budget::UNBOUNDED);

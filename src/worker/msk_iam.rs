@@ -4,7 +4,8 @@
 //! hands it to librdkafka (`rd_kafka_oauthbearer_set_token` may be called from any thread)
 //! and sleeps until 80 % of its lifetime has passed; on a failure it tells librdkafka, which
 //! reports it on the main queue, and tries again after a back-off. It never touches nginx:
-//! the worker reads its validity (an atomic) on each request and its news on each tick.
+//! the worker reads its validity (an atomic) on each request and its news on each tick, and
+//! answers librdkafka's refresh events from the cached token, waking the thread.
 
 use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +45,8 @@ struct Shared {
     wake: Condvar,
     /// Until when the token librdkafka has is valid (ms since the epoch; 0: none).
     valid_until_ms: AtomicU64,
+    /// The last token handed over and its expiry: librdkafka's requests are answered from it.
+    token: Mutex<Option<(String, u64)>>,
     /// The last failure, for readiness.
     reason: Mutex<String>,
     news: Mutex<Vec<News>>,
@@ -62,6 +65,7 @@ impl MskIam {
             client: Mutex::new(Some(Client(rk))),
             wake: Condvar::new(),
             valid_until_ms: AtomicU64::new(0),
+            token: Mutex::new(None),
             reason: Mutex::new("no token yet: the credentials are being fetched".into()),
             news: Mutex::new(Vec::new()),
         });
@@ -83,6 +87,20 @@ impl MskIam {
     /// Why there is no valid token.
     pub fn reason(&self) -> String {
         lock(&self.shared.reason).clone()
+    }
+
+    /// librdkafka asks for a token (at start, at 80 % of the last one's lifetime, 10 s after
+    /// a failure): it gets the cached one while that is valid (the thread keeps to its own
+    /// schedule); without one, the thread is woken to try now. Nothing here waits for the
+    /// network.
+    pub fn refresh_requested(&self) {
+        let cached = lock(&self.shared.token).clone();
+        match cached.filter(|(_, e)| *e > now_ms() + 1000) {
+            Some((token, expires_ms)) => {
+                let _ = hand_over(&self.shared, &token, expires_ms);
+            }
+            None => self.shared.wake.notify_all(),
+        }
     }
 
     pub fn news(&self) -> Vec<News> {
@@ -143,6 +161,7 @@ fn refresh(shared: &Shared, region: &str, env: &Env) {
                 return Err("the credentials expire before a token can be used".into());
             }
             hand_over(shared, &token.value, expires_ms)?;
+            *lock(&shared.token) = Some((token.value, expires_ms));
             Ok((l.source.clone(), expires_ms))
         }) {
             Ok((source, expires_ms)) => {

@@ -21,6 +21,8 @@ pub trait Sink {
     fn error(&mut self, fatal: bool, name: &str, reason: &str);
     /// librdkafka's statistics, as JSON.
     fn stats(&mut self, json: &[u8]);
+    /// librdkafka asks for a new OAUTHBEARER token (`kafka_msk_iam`).
+    fn token_refresh(&mut self) {}
 }
 
 /// How much one turn may serve.
@@ -96,6 +98,7 @@ impl MainQueue {
                     }
                     rdsys::RD_KAFKA_EVENT_LOG => log_event(ev, sink),
                     rdsys::RD_KAFKA_EVENT_ERROR => error_event(ev, sink),
+                    rdsys::RD_KAFKA_EVENT_OAUTHBEARER_TOKEN_REFRESH => sink.token_refresh(),
                     rdsys::RD_KAFKA_EVENT_STATS => {
                         // SAFETY: a live statistics event; the string lives as long as it.
                         let json = unsafe { rdsys::rd_kafka_event_stats(ev) };
