@@ -134,15 +134,36 @@ struct FakeAws {
     replies: mpsc::Sender<(u16, String)>,
 }
 
+trait Io: Read + Write {}
+impl<T: Read + Write> Io for T {}
+
 impl FakeAws {
     fn start() -> FakeAws {
+        Self::serve(None)
+    }
+
+    /// Over TLS, with this certificate and key (PEM).
+    fn start_tls(cert: &[u8], key: &[u8]) -> FakeAws {
+        let identity = native_tls::Identity::from_pkcs8(cert, key).unwrap();
+        Self::serve(Some(native_tls::TlsAcceptor::new(identity).unwrap()))
+    }
+
+    fn serve(tls: Option<native_tls::TlsAcceptor>) -> FakeAws {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let (req_tx, requests) = mpsc::channel();
         let (replies, rep_rx) = mpsc::channel::<(u16, String)>();
         thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
+                let Ok(stream) = stream else { return };
+                let mut stream: Box<dyn Io> = match &tls {
+                    None => Box::new(stream),
+                    // A client that refuses the certificate ends the handshake: the next one.
+                    Some(acceptor) => match acceptor.accept(stream) {
+                        Ok(s) => Box::new(s),
+                        Err(_) => continue,
+                    },
+                };
                 let mut raw = Vec::new();
                 let mut buf = [0u8; 4096];
                 let head_end = loop {
@@ -473,4 +494,66 @@ fn nginx_t_checks_kafka_msk_iam() {
             "{http}: {text}"
         );
     }
+}
+
+#[test]
+fn sts_over_https_checked_against_the_trusted_cas() {
+    let certs = TempDir::new("sts-certs");
+    test_certificates(&certs.0);
+    let read = |name: &str| std::fs::read(certs.0.join(name)).unwrap();
+    let sts = FakeAws::start_tls(&read("server.pem"), &read("server.key"));
+    let dir = TempDir::new("irsa-tls");
+    let token_file = dir.0.join("token");
+    std::fs::write(&token_file, "web-identity-token-tls").unwrap();
+    let file = token_file.to_string_lossy().into_owned();
+    let endpoint = format!("https://localhost:{}", sts.port);
+    let env = [
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", file.as_str()),
+        ("AWS_ROLE_ARN", ROLE),
+        ("AWS_ENDPOINT_URL_STS", endpoint.as_str()),
+    ];
+    // Workers see only the environment `env` lets through: OpenSSL's trusted CAs.
+    let start = |ca: &str| {
+        let conf = format!(
+            "env SSL_CERT_FILE={};\n{}",
+            certs.0.join(ca).display(),
+            conf_with(
+                "kafka_msk_iam eu-west-1;\n\
+                 kafka_option security.protocol sasl_plaintext;",
+                "location = /ready { kafka_ready; }\n \
+                 location = /in { kafka_ingest; kafka_topic iam-t; }",
+            )
+        );
+        Nginx::start_conf_env(&conf, &format!("127.0.0.1:{}", free_port()), &env)
+    };
+
+    // Another CA: the handshake fails, the reason is logged, no request reaches STS.
+    let mut nginx = start("other-ca.pem");
+    poll_until("the refusal", Duration::from_secs(15), || {
+        nginx
+            .logs()
+            .contains("Failed to acquire SASL OAUTHBEARER token")
+    });
+    let log = nginx.logs();
+    assert!(log.contains("certificate verify failed"), "{log}");
+    assert!(ready_body(nginx.port).1.contains("\"no_token\""));
+    assert!(sts.requests.try_recv().is_err(), "STS was reached");
+    nginx
+        .allowed_marks
+        .push("Failed to acquire SASL OAUTHBEARER token".into());
+    nginx.quit();
+
+    // The CA that signed it: the token comes.
+    let mut nginx = start("ca.pem");
+    let request = sts.next(Duration::from_secs(15));
+    assert!(
+        request.contains("WebIdentityToken=web-identity-token-tls"),
+        "{request}"
+    );
+    sts.reply(200, &sts_credentials(3600));
+    poll_until("the token", Duration::from_secs(10), || {
+        token_lines(&nginx.logs()) == 1
+    });
+    assert!(!ready_body(nginx.port).1.contains("no_token"));
+    nginx.quit();
 }

@@ -77,69 +77,6 @@ impl Drop for Tansu {
     }
 }
 
-/// A CA, and a server certificate it signs for `localhost` only (no IP address).
-fn certificates(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    for ca in ["ca", "other-ca"] {
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={ca}"),
-            "-keyout",
-            &format!("{ca}.key"),
-            "-out",
-            &format!("{ca}.pem"),
-        ]);
-    }
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.pem",
-    ]);
-}
-
 /// Reads `topic` over TLS from the beginning.
 fn consume_tls(brokers: &str, ca: &Path, topic: &str, want: usize) -> Vec<Vec<u8>> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -195,7 +132,7 @@ fn collector(brokers: &str, options: &str) -> Nginx {
 #[test]
 fn tls_with_the_ca_bundle_and_host_names_verified() {
     let certs = TempDir::new("certs");
-    certificates(&certs.0);
+    test_certificates(&certs.0);
     // The proxy: nginx's stream module, TLS on the outside, tansu's plain port inside.
     let tansu_port = free_port();
     let proxy_conf = format!(
