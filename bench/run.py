@@ -54,6 +54,12 @@ BENCH = REPO / "bench"
 NGINX = Path(os.environ.get("BENCH_NGINX", "/usr/sbin/nginx"))
 MODULE = Path(os.environ.get("BENCH_MODULE", REPO / "build/debian/ngx_http_kafka_module.so"))
 BIN = REPO / "build/bin"
+# The vendored nginx (1.28, what `make run` and the tests use) and the module built for it:
+# its own ceiling and module, in the headline cell's rounds, without Lua (Debian's Lua
+# module is built for Debian's nginx only).
+VENDORED_NGINX = REPO / "build/sbin/nginx"
+VENDORED_MODULE = REPO / "build/modules/ngx_http_kafka_module.so"
+VENDORED_CONTESTANTS = ("ceiling-1.28", "module-1.28")
 CONTESTANTS = ("ceiling", "module", "lua")
 # Headline cell only: the module with its counters on, unscraped and scraped. Both load /module;
 # `module` itself has no kafka_metrics anywhere, so its counters are off.
@@ -70,7 +76,11 @@ DELIVERY_CONTESTANTS = ("module+spool", "module+durable", "module+batch")
 # Its own runs: acknowledged delivery, at these numbers of connections.
 ACKED = "module+acked"
 ACKED_CONNECTIONS = (64, 512)
-ALL_CONTESTANTS += DELIVERY_CONTESTANTS + (ACKED,)
+ALL_CONTESTANTS += DELIVERY_CONTESTANTS + (ACKED,) + VENDORED_CONTESTANTS
+LOCATIONS.update({"ceiling-1.28": "/ceiling", "module-1.28": "/module"})
+# The sweeps (full runs): ceiling and module, 1 worker, one round each.
+SWEEP_BODIES = (64, 512, 2048, 16384, 65536)
+SWEEP_CONNECTIONS = (64, 1000, 10000)
 LOCATIONS.update({"module+spool": "/module", "module+durable": "/durable",
                   "module+batch": "/durable",
                   "module+acked": "/acked"})
@@ -263,7 +273,7 @@ def spool_inspect(path):
 
 
 def write_conf(prefix, broker_port, port, workers, options=(), metrics=False, spool=None,
-               delivery=None, collect=False):
+               delivery=None, collect=False, vendored=False):
     """bench/nginx.conf.in filled in, in a fresh prefix; with metrics, the /metrics location;
     with spool (a directory and the directive's parameters), a kafka_spool; with delivery
     (durable or acked), that location; with collect, a site registry and /collect."""
@@ -274,10 +284,16 @@ def write_conf(prefix, broker_port, port, workers, options=(), metrics=False, sp
     lua = lua.replace("@BROKER_HOST@", "127.0.0.1").replace("@BROKER_PORT@", str(broker_port))
     (prefix / "send2kafka.lua").write_text(lua)
     conf = (BENCH / "nginx.conf.in").read_text()
+    if vendored:
+        # No Lua: neither its modules nor its location.
+        conf = re.sub(r"load_module /usr/lib/nginx/modules/\S+;\n", "", conf)
+        conf = re.sub(r"        # 3\. The original OpenResty.*?\n        }\n", "", conf,
+                      flags=re.S)
     affinity = "worker_cpu_affinity 01;" if workers == 1 and os.cpu_count() >= 2 else ""
     merged = dict(PRODUCER_OPTIONS, **dict(options))
     opts = "\n".join(f"    kafka_option {k} {v};" for k, v in merged.items())
-    for name, value in (("@MODULE@", str(MODULE)), ("@WORKERS@", str(workers)),
+    for name, value in (("@MODULE@", str(VENDORED_MODULE if vendored else MODULE)),
+                        ("@WORKERS@", str(workers)),
                         ("@AFFINITY@", affinity), ("@BROKERS@", f"127.0.0.1:{broker_port}"),
                         ("@KAFKA_OPTIONS@", opts), ("@PORT@", str(port)),
                         ("@PREFIX@", str(prefix)),
@@ -357,7 +373,7 @@ class Nginx:
     """A fresh Debian nginx in its own prefix, our child, with the benchmark configuration."""
 
     def __init__(self, workdir, broker, workers, options=(), tag="run", metrics=False,
-                 spool=None, delivery=None, collect=False):
+                 spool=None, delivery=None, collect=False, vendored=False):
         """spool: the kafka_spool parameters (in the prefix's spool/), or a directory and
         parameters; delivery: durable or acked, for that location."""
         self.prefix = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=workdir))
@@ -367,9 +383,9 @@ class Nginx:
             spool = (self.prefix / "spool", spool)
         self.spool = spool_dir(spool[0]) if spool else None
         write_conf(self.prefix, broker.port, self.port, workers, options, metrics,
-                   (str(self.spool), spool[1]) if spool else None, delivery, collect)
+                   (str(self.spool), spool[1]) if spool else None, delivery, collect, vendored)
         self.proc = subprocess.Popen(
-            [str(NGINX), "-p", str(self.prefix), "-c", "conf/nginx.conf",
+            [str(VENDORED_NGINX if vendored else NGINX), "-p", str(self.prefix), "-c", "conf/nginx.conf",
              "-e", "logs/stderr.log", "-g", "daemon off;"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_listen(self.port, self.proc, "nginx")
@@ -577,7 +593,8 @@ class Runner:
         origin = COLLECT_ORIGIN if collect else None
         nginx = Nginx(self.workdir, self.broker, workers, options,
                       tag=contestant.replace("+", "-"), metrics=metrics,
-                      spool=SPOOLED.get(contestant), delivery=delivery, collect=collect)
+                      spool=SPOOLED.get(contestant), delivery=delivery, collect=collect,
+                      vendored=contestant in VENDORED_CONTESTANTS)
         result = {"contestant": contestant, "workers": workers, "body": body_name,
                   "body_bytes": body.stat().st_size, "topic": topic,
                   "connections": shape["connections"], "options": dict(options)}
@@ -650,7 +667,7 @@ class Runner:
             result["module_not_delivered"] = sum(int(f) for _, f in m)
         if nginx.spool:
             result["spool"] = spool_summary(errors, nginx.spool)
-        if contestant == "ceiling":
+        if contestant.startswith("ceiling"):
             result["delivered"] = 0
             result["verified"] = 0
         else:
@@ -887,14 +904,17 @@ def summarize(results):
             out[c]["scrapes"]["reasons"] = reasons
             out[c]["scrapes"]["p50_ms"] = median([x.get("p50_ms") for x in scrapes])
             out[c]["scrapes"]["max_ms"] = max((x.get("max_ms") or 0) for x in scrapes)
-    if "ceiling" in out and out["ceiling"]["rps"]:
-        for c in out:
-            out[c]["rps_vs_ceiling"] = round(out[c]["rps"] / out["ceiling"]["rps"], 3)
-            if out[c]["rps_per_core"] and out["ceiling"]["rps_per_core"]:
-                out[c]["per_core_vs_ceiling"] = round(
-                    out[c]["rps_per_core"] / out["ceiling"]["rps_per_core"], 3)
-            if out["ceiling"]["p99_ms"]:
-                out[c]["p99_vs_ceiling"] = round(out[c]["p99_ms"] / out["ceiling"]["p99_ms"], 3)
+    for c in out:
+        # Each against the ceiling of its own nginx.
+        ceiling = out.get("ceiling-1.28" if c in VENDORED_CONTESTANTS else "ceiling")
+        if not ceiling or not ceiling["rps"]:
+            continue
+        out[c]["rps_vs_ceiling"] = round(out[c]["rps"] / ceiling["rps"], 3)
+        if out[c]["rps_per_core"] and ceiling["rps_per_core"]:
+            out[c]["per_core_vs_ceiling"] = round(
+                out[c]["rps_per_core"] / ceiling["rps_per_core"], 3)
+        if ceiling["p99_ms"]:
+            out[c]["p99_vs_ceiling"] = round(out[c]["p99_ms"] / ceiling["p99_ms"], 3)
     m = out.get("module")
     for c in METRICS_CONTESTANTS + DELIVERY_CONTESTANTS:
         if m and c in out and m["rps"]:
@@ -1030,13 +1050,25 @@ def collect_summary(results):
 
 def make_2kb_body(path):
     """A 2048-byte JSON event, the shape of postdata.json with a longer payload."""
+    make_body(path, 2048)
+
+
+def make_body(path, size):
+    """A JSON event of `size` bytes (at least 64), the shape of postdata.json, its payload
+    as long as it takes; at 64 bytes, a short one."""
+    if size < 200:
+        head, tail = '{"uuid":"2b8c376e-bd20-11e6","note":"', '"}'
+        filler = "".join(chr(ord("a") + i % 26) for i in range(size - len(head) - len(tail)))
+        path.write_text(head + filler + tail)
+        assert path.stat().st_size == size
+        return
     head = ('{"uuid":"2b8c376e-bd20-11e6-9ebf-525499b45be6","event_time":"2016-12-08T18:08:12",'
             '"page":"www.example.com/poster.html","element":"register",'
             '"attrs":{"title":"test","user_id":1234,"note":"')
     tail = '"}}'
-    filler = "".join(chr(ord("a") + i % 26) for i in range(2048 - len(head) - len(tail)))
+    filler = "".join(chr(ord("a") + i % 26) for i in range(size - len(head) - len(tail)))
     path.write_text(head + filler + tail)
-    assert path.stat().st_size == 2048
+    assert path.stat().st_size == size
 
 
 def machine():
@@ -1060,8 +1092,13 @@ def machine():
             "wrk": wrk_v[0] if wrk_v else "", "os": platform.platform()}
 
 
+# bench/callgrind.py on 20261204, before issue 12's changes: the module's extra instructions
+# per request over the ceiling (nginx's thread, librdkafka's threads, in all).
+CALLGRIND_BEFORE = {"main": 3007, "other_threads": 2257, "total": 5264}
+
+
 def goals(summary_1w, paced, soak, rss_bound_kb, acked=None, replay=None, collect=None,
-          sdk=None):
+          sdk=None, cells=None, callgrind=None):
     g = {}
     c, m = summary_1w.get("ceiling"), summary_1w.get("module")
     if c and m:
@@ -1072,9 +1109,41 @@ def goals(summary_1w, paced, soak, rss_bound_kb, acked=None, replay=None, collec
         per_core = (m["rps_per_core"] / c["rps_per_core"]
                     if m["rps_per_core"] and c["rps_per_core"] else 0)
         g["throughput_vs_ceiling_1_worker"] = {
-            "goal": ">= 0.85 (served req/s, and req/s per worker CPU-second)",
+            "goal": ">= 0.95 (served req/s, and req/s per worker CPU-second)",
             "value": {"served": round(ratio, 3), "per_core": round(per_core, 3)},
-            "met": ratio >= 0.85 and per_core >= 0.85}
+            "met": ratio >= 0.95 and per_core >= 0.95}
+    vm = summary_1w.get("module-1.28")
+    if vm and vm.get("rps_vs_ceiling") is not None:
+        g["throughput_vs_ceiling_1_worker_nginx_1_28"] = {
+            "goal": ">= 0.95 (served req/s, and req/s per worker CPU-second; the vendored "
+                    "nginx and its own ceiling)",
+            "value": {"served": vm["rps_vs_ceiling"], "per_core": vm.get("per_core_vs_ceiling")},
+            "met": vm["rps_vs_ceiling"] >= 0.95
+            and (vm.get("per_core_vs_ceiling") or 0) >= 0.95}
+    for cell in cells or []:
+        m2 = cell["summary"].get("module")
+        if not m2 or m2.get("rps_vs_ceiling") is None:
+            continue
+        if cell["workers"] == 1 and cell["body"] == "2kb":
+            name, want = "throughput_vs_ceiling_2kb", 0.90
+        elif cell["workers"] != 1 and cell["body"] == "postdata":
+            name, want = "throughput_vs_ceiling_workers_auto", 0.95
+        else:
+            continue
+        g[name] = {"goal": f">= {want:.2f} (served req/s, and req/s per worker CPU-second)",
+                   "value": {"served": m2["rps_vs_ceiling"],
+                             "per_core": m2.get("per_core_vs_ceiling")},
+                   "met": m2["rps_vs_ceiling"] >= want
+                   and (m2.get("per_core_vs_ceiling") or 0) >= want}
+    if callgrind:
+        e = callgrind["extra"]
+        g["callgrind_extra_instructions_halved"] = {
+            "goal": f"the module's extra instructions per request over the ceiling at most half "
+                    f"of {CALLGRIND_BEFORE['total']:,} (20261204: "
+                    f"{CALLGRIND_BEFORE['main']:,} in nginx's thread, "
+                    f"{CALLGRIND_BEFORE['other_threads']:,} in librdkafka's)",
+            "value": {k: round(v) for k, v in e.items()},
+            "met": e["total"] <= CALLGRIND_BEFORE["total"] / 2}
         g["delivered_equals_answered_2xx"] = {
             "goal": "delivered == answered 2xx", "value": [m["delivered"], m["answered_2xx"]],
             "met": m["delivered"] == m["answered_2xx"]}
@@ -1171,7 +1240,7 @@ def goals(summary_1w, paced, soak, rss_bound_kb, acked=None, replay=None, collec
     if paced.get("ceiling") and paced.get("module") and paced["ceiling"]["p99_ms"]:
         ratio = paced["module"]["p99_ms"] / paced["ceiling"]["p99_ms"]
         g["p99_vs_ceiling_at_half_load"] = {
-            "goal": "<= 1.2", "value": round(ratio, 3), "met": ratio <= 1.2}
+            "goal": "<= 1.1", "value": round(ratio, 3), "met": ratio <= 1.1}
     if soak:
         samples = soak.get("rss_kb_samples") or []
         later = [kb for t, kb in samples if t >= min(10, samples[-1][0] / 2)] if samples else []
@@ -1288,7 +1357,7 @@ def delivery_markdown(report):
                 f"| {s['rps_per_core'] or 0:,.0f} | {s.get('per_core_vs_ceiling', 0):.2f} "
                 f"| {'—' if c == 'ceiling' else format(s.get('per_core_vs_module', 1), '.2f')} "
                 f"| {s['p99_ms']:.2f} | {s['cpu_ms_per_10k']:.0f} | {s['answered_2xx']:,} "
-                f"| {'—' if c == 'ceiling' else format(s['delivered'], ',')} "
+                f"| {'—' if c.startswith('ceiling') else format(s['delivered'], ',')} "
                 f"| {'—' if not sp else format(sp['journaled'], ',') + ' / ' + format(sp['spooled'], ',')} "
                 f"| {'—' if not sp else format(sp['left_files'], ',') + ' (' + format(sp['left_bytes'], ',') + ' B)'} |")
         v = delivery_verdicts(headline)
@@ -1388,7 +1457,7 @@ def markdown(report):
                 f"| {s.get('rps_vs_ceiling', 0):.2f} | {s['rps_per_core'] or 0:,.0f} "
                 f"| {s.get('per_core_vs_ceiling', 0):.2f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} "
                 f"| {s['cpu_ms_per_10k']:.0f} | {s['answered_2xx']:,} "
-                f"| {'—' if c == 'ceiling' else format(s['delivered'], ',')} "
+                f"| {'—' if c.startswith('ceiling') else format(s['delivered'], ',')} "
                 f"| {s['rss_kb']:,.0f} |")
     checked = [(cell, cell["summary"][c]) for cell in report["cells"]
                for c in ("module",) + METRICS_CONTESTANTS + DELIVERY_CONTESTANTS
@@ -1424,6 +1493,7 @@ def markdown(report):
                              f"| {s.get('p99_vs_ceiling', 0):.2f} |")
     lines += delivery_markdown(report)
     lines += collect_markdown(report)
+    lines += sweeps_markdown(report)
     if report.get("sweep"):
         lines.append("")
         lines.append("Producer settings (module, 1 worker, postdata.json; the rest as the "
@@ -1459,6 +1529,63 @@ def markdown(report):
                else "met" if g["met"] else "NOT met")
         lines.append(f"- {name}: {g['value']} (goal {g['goal']}): {met}")
     return "\n".join(lines) + "\n"
+
+
+def sweep_summary(results, key):
+    """Ceiling and module per body size or number of connections: the module's ratios."""
+    rows = []
+    by = {}
+    for r in results:
+        point = r["body_bytes"] if key == "body" else r["connections"]
+        by.setdefault(point, {})[r["contestant"]] = r
+    for point in sorted(by):
+        c, m = by[point].get("ceiling"), by[point].get("module")
+        if not c or not m:
+            continue
+        rows.append({"point": point, "ceiling_rps": c["rps"], "module_rps": m["rps"],
+                     "served": round(m["rps"] / c["rps"], 3) if c["rps"] else None,
+                     "per_core": (round(m["rps_per_core"] / c["rps_per_core"], 3)
+                                  if m["rps_per_core"] and c["rps_per_core"] else None),
+                     "ceiling_p99_ms": c["p99_ms"], "module_p99_ms": m["p99_ms"],
+                     "answered_2xx": m["answered_2xx"], "delivered": m["delivered"],
+                     "errors": c["socket_errors"] + m["socket_errors"]})
+    return rows
+
+
+def sweeps_markdown(report):
+    """The body-size and connection sweeps, and the instruction counts."""
+    lines = []
+    for key, title, unit in (("body_sweep", "Body sizes (1 worker, 64 connections)", "bytes"),
+                             ("connection_sweep", "Connections (1 worker, postdata.json, "
+                              "keep-alive)", "connections")):
+        rows = report.get(key) or []
+        if not rows:
+            continue
+        lines += ["", f"{title}, one round of {report['settings'].get('sweep_s', 8)} s each, "
+                  "the module against the ceiling measured just before it:", "",
+                  f"| {unit} | ceiling req/s | module req/s | × ceiling | per worker core "
+                  "× ceiling | p99 ms ceiling / module | delivered / 2xx | socket errors |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            lines.append(f"| {r['point']:,} | {r['ceiling_rps']:,.0f} | {r['module_rps']:,.0f} "
+                         f"| {r['served'] or 0:.2f} | {r['per_core'] or 0:.2f} "
+                         f"| {r['ceiling_p99_ms']:.2f} / {r['module_p99_ms']:.2f} "
+                         f"| {r['delivered']:,} / {r['answered_2xx']:,} | {r['errors']:,} |")
+    cg = report.get("callgrind")
+    if cg:
+        f, e = cg["figures"], cg["extra"]
+        lines += ["", f"Instructions per request under callgrind (bench/callgrind.py: the "
+                  f"vendored nginx, one process, `ab -k -c 1`, postdata.json, batches fixed at "
+                  f"{cg['batch']} events; {cg['n2'] - cg['n1']:,} requests between two runs):",
+                  "", "| | nginx's thread | librdkafka's threads | in all |",
+                  "|---|---:|---:|---:|"]
+        for name in ("ceiling", "module", "module, batches of 1"):
+            x = f[name]
+            lines.append(f"| {name} | {x['main']:,.0f} | {x['other_threads']:,.0f} "
+                         f"| {x['total']:,.0f} |")
+        lines.append(f"| **module − ceiling** | **{e['main']:,.0f}** "
+                     f"| **{e['other_threads']:,.0f}** | **{e['total']:,.0f}** |")
+    return lines
 
 
 def collect_markdown(report):
@@ -1564,7 +1691,8 @@ def render(path, out_dir):
                         if c["workers"] == 1 and c["body"] == "postdata")
         report["goals"] = goals(headline, report["paced"], report["soak"],
                                 report["rss_bound_kb"], report.get("acked"),
-                                report.get("replay"), report.get("collect"), report.get("sdk"))
+                                report.get("replay"), report.get("collect"), report.get("sdk"),
+                                report["cells"], report.get("callgrind"))
     md = markdown(report)
     (out_dir / "latest.md").write_text(md)
     chart(report, out_dir / "latest.png")
@@ -1616,10 +1744,16 @@ def main():
     runner = Runner(s, workdir, bodies)
     results, paced_results, sweep, soak = [], [], [], None
     acked_results, replay, collect_results = [], None, []
+    sizes, conns_sweep, callgrind = [], [], None
     cells = [(1, "postdata"), (1, "2kb"), (os.cpu_count() or 1, "postdata"),
              (os.cpu_count() or 1, "2kb")]
     extra = (() if args.no_metrics else METRICS_CONTESTANTS) + \
         (() if args.no_delivery else DELIVERY_CONTESTANTS)
+    if VENDORED_NGINX.exists() and VENDORED_MODULE.exists():
+        extra += VENDORED_CONTESTANTS
+    else:
+        log(f"no {VENDORED_NGINX} or {VENDORED_MODULE} (make build): the vendored nginx "
+            "is left out")
 
     def contestants(cell):
         # The metrics and delivery contestants alternate with the others in the headline
@@ -1704,13 +1838,41 @@ def main():
                     log(f"sweep {v}: {e}")
                     sweep.append({"options": dict(v), "error": str(e)})
 
+        if s.sweep:
+            for size in SWEEP_BODIES:
+                name = f"{size}b"
+                bodies[name] = workdir / f"event-{size}.json"
+                make_body(bodies[name], size)
+                for c in ("ceiling", "module"):
+                    r = runner.run(c, 1, name, s.sweep_duration)
+                    r["sweep"] = "body"
+                    sizes.append(r)
+            for n in SWEEP_CONNECTIONS:
+                for c in ("ceiling", "module"):
+                    r = runner.run(c, 1, "postdata", s.sweep_duration, connections=n)
+                    r["sweep"] = "connections"
+                    conns_sweep.append(r)
+
+        if VENDORED_NGINX.exists() and shutil.which("valgrind"):
+            log("callgrind: instructions per request (vendored nginx)")
+            out = workdir / "callgrind.json"
+            n1, n2 = (500, 2500) if s.quick else (2000, 10000)
+            cg = subprocess.run([sys.executable, str(BENCH / "callgrind.py"), "--n1", str(n1),
+                                 "--n2", str(n2), "--json", str(out)],
+                                capture_output=True, text=True)
+            if cg.returncode == 0 and out.exists():
+                callgrind = json.loads(out.read_text())
+                callgrind["report"] = cg.stdout
+            else:
+                log(f"callgrind failed: {cg.stderr[-500:]}")
+
         log(f"soak: module, 1 worker, {s.soak} s")
         soak = runner.run("module", 1, "postdata", s.soak, soak_sample=s.soak_sample)
     except BaseException:
         # Keep what was measured for a look; latest.* stay as they were.
         partial = out_dir / f"{runner.run_id}.partial.json"
         partial.write_text(json.dumps({"runs": results + paced_results + acked_results
-                                       + collect_results,
+                                       + collect_results + sizes + conns_sweep,
                                        "sweep": sweep, "replay": replay}, indent=1) + "\n")
         log(f"stopped early; runs so far in {partial}")
         raise
@@ -1735,7 +1897,7 @@ def main():
                                               if c in DELIVERY_CONTESTANTS],
                      "scrape_hz": SCRAPE_HZ, "acked_rounds": s.acked_rounds,
                      "acked_connections": list(ACKED_CONNECTIONS),
-                     "replay_events": s.replay_events},
+                     "replay_events": s.replay_events, "sweep_s": s.sweep_duration},
         "cells": [],
     }
     for workers, body in cells:
@@ -1760,10 +1922,15 @@ def main():
     report["acked"] = acked_summary(acked_results)
     report["replay"] = replay
     report["collect"] = collect_summary(collect_results)
+    report["body_sweep"] = sweep_summary(sizes, "body")
+    report["connection_sweep"] = sweep_summary(conns_sweep, "connections")
+    report["callgrind"] = callgrind
     report["sdk"] = sdk_size()
     report["goals"] = goals(headline, report["paced"], soak, bound_kb, report["acked"], replay,
-                            report["collect"], report["sdk"])
-    report["runs"] = results + paced_results + acked_results + collect_results
+                            report["collect"], report["sdk"], report["cells"],
+                            report["callgrind"])
+    report["runs"] = (results + paced_results + acked_results + collect_results + sizes
+                      + conns_sweep)
     report["elapsed_s"] = round(time.time() - started, 1)
 
     name = f"{runner.run_id}{'-quick' if s.quick else ''}"
