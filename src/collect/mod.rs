@@ -214,7 +214,7 @@ fn queue(
             None => fixed_key.clone(),
         };
         let event = worker::Event {
-            topic: &topic,
+            topic: topic.as_bytes(),
             key: key.as_deref(),
             value,
             headers: &pairs,

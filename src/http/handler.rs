@@ -269,8 +269,7 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
             None => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
         }
     }
-    // Topics were checked to be ASCII.
-    let topic = topic.to_str().unwrap_or_default();
+    let topic = topic.as_bytes();
     let from = worker::From {
         location: lcf,
         log: clcf.error_log,
@@ -298,6 +297,7 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
         }
         Ok(Produced::Parked) => NGX_DONE as ngx_int_t,
         Err(SendError::UnknownTopic) => {
+            let topic = String::from_utf8_lossy(topic);
             info!(r.log(), "kafka: topic \"{topic}\" does not exist");
             refuse(r, lcf, Rejection::UnknownTopic)
         }
@@ -318,7 +318,10 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
                 SendError::TooManyTopics | SendError::TooManyLookups => {
                     format!("event refused: {e}")
                 }
-                _ => format!("event to \"{topic}\" refused: {e}"),
+                _ => format!(
+                    "event to \"{}\" refused: {e}",
+                    String::from_utf8_lossy(topic)
+                ),
             };
             crate::delivery::log_limited(crate::log::NGX_LOG_WARN as ngx_uint_t, r.log(), &line);
             // The worker counted refusals of a topic it knows, under that topic.

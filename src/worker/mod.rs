@@ -150,7 +150,8 @@ impl Ticket {
 
 /// An event, as the handler hands it over.
 pub struct Event<'a> {
-    pub topic: &'a str,
+    /// Checked to be a legal topic name (so ASCII) by the caller.
+    pub topic: &'a [u8],
     pub key: Option<&'a [u8]>,
     pub value: &'a [u8],
     pub headers: &'a [(&'a [u8], Option<&'a [u8]>)],
@@ -333,20 +334,20 @@ impl Worker {
             return Err(SendError::NoToken);
         }
         let topic = event.topic;
-        let t = match self.topics.handle(topic.as_bytes()) {
+        let t = match self.topics.handle(topic) {
             Some(t) => t,
             None => {
-                if !self.new_topic(topic, r)? {
+                // A name is text only on this slow path: the lookup and the logs need it.
+                let name = std::str::from_utf8(topic).map_err(|_| SendError::UnknownTopic)?;
+                if !self.new_topic(name, r)? {
                     return Ok(Produced::Parked);
                 }
-                self.topics
-                    .handle(topic.as_bytes())
-                    .ok_or(SendError::TooManyTopics)?
+                self.topics.handle(topic).ok_or(SendError::TooManyTopics)?
             }
         };
         let route = t.route(core::ptr::from_ref(from.location) as usize, || Route {
             log: from.log,
-            set: crate::counters::topic_set(&from.location.scope, topic.as_bytes()),
+            set: crate::counters::topic_set(&from.location.scope, topic),
         });
         let rkt = t.as_ptr();
         // SAFETY: the route lives as long as the topic handle (see `Topic::route`).
@@ -474,7 +475,7 @@ impl Worker {
             flags: 0,
             timestamp_ms: now_ms() as i64,
             reason: b"",
-            topic: event.topic.as_bytes(),
+            topic: event.topic,
             key: event.key,
             headers: event.headers.to_vec(),
             value: event.value,
@@ -525,7 +526,7 @@ impl Worker {
             flags: 0,
             timestamp_ms: now_ms() as i64,
             reason,
-            topic: event.topic.as_bytes(),
+            topic: event.topic,
             key: event.key,
             headers: event.headers.to_vec(),
             value: event.value,
