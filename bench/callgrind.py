@@ -26,34 +26,16 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from run import free_port, wait_listen  # bench/run.py
+
 REPO = Path(__file__).resolve().parent.parent
 TOPIC = "bench-cg"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listen(port, proc, what, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"{what} exited ({proc.returncode})")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"{what} does not listen on {port}")
 
 
 CONF = """\
@@ -95,7 +77,7 @@ def run(args, broker, path, n, batch, work):
          f"--callgrind-out-file={out}", args.nginx, "-p", str(prefix), "-c",
          str(prefix / "nginx.conf"), "-e", str(prefix / "error.log")],
         stdout=subprocess.DEVNULL, stderr=open(prefix / "valgrind.log", "w"))
-    wait_listen(port, proc, "nginx under callgrind")
+    wait_listen(port, proc, "nginx under callgrind", timeout=60)
     time.sleep(2)  # the producer's first metadata
     ab = subprocess.run(
         ["ab", "-q", "-k", "-c", "1", "-n", str(n), "-p", str(REPO / "nginx/postdata.json"),
