@@ -26,7 +26,8 @@ bytes each (one JSON array, as kc.js sends them), every event one Kafka message;
 second into Kafka, and every event read back against the batch's. The report gives kc.js's
 size, gzipped. --no-collect leaves it out (a module without kafka_collect).
 
-Usage: bench/run.py [--quick] [--no-metrics] [--no-delivery] [--no-collect] [--out bench/results]
+Usage: bench/run.py [--quick] [--sweeps] [--no-metrics] [--no-delivery] [--no-collect]
+       [--out bench/results]
        [--render RUN.json]
 `make bench` (or `make bench QUICK=1`) installs what this needs and builds the module first.
 """
@@ -1712,6 +1713,8 @@ def main():
                          "(a module without kafka_delivery and kafka_spool)")
     ap.add_argument("--no-collect", action="store_true",
                     help="leave out the batch path of kafka_collect (a module without it)")
+    ap.add_argument("--sweeps", action="store_true",
+                    help="run the sweeps with --quick too (shorter: 3 s a point)")
     ap.add_argument("--out", default=str(BENCH / "results"))
     ap.add_argument("--render", metavar="JSON", help="only render a saved run again")
     args = ap.parse_args()
@@ -1719,6 +1722,9 @@ def main():
         render(args.render, Path(args.out))
         return
     s = Settings(args.quick)
+    if args.sweeps:
+        s.sweep = True
+        s.sweep_duration = 3 if args.quick else s.sweep_duration
     for path in (NGINX, MODULE, BIN / "kafka-dev-broker", BIN / "kafka-tally"):
         if not path.exists():
             sys.exit(f"bench: {path} is missing (make bench builds it)")
