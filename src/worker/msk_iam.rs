@@ -166,6 +166,7 @@ fn refresh(shared: &Shared, region: &str, env: &Env) {
         }) {
             Ok((source, expires_ms)) => {
                 shared.valid_until_ms.store(expires_ms, Ordering::Relaxed);
+                *lock(&shared.reason) = "the last token expired before the next came".into();
                 if reported.as_deref() != Some(source.as_str()) {
                     lock(&shared.news).push(News {
                         source: source.clone(),
