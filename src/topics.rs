@@ -19,9 +19,10 @@ pub const MAX_LOOKUPS: usize = 64;
 
 /// The registry's hash: a multiply and an xor-shift per 8-byte word (the shift folds the
 /// high bits a multiply leaves a difference in back into the low ones; FxHash's rotate alone
-/// let `...-1009` and `...-1086` collide), seeded at random for each registry. SipHash, the standard map's, was 7 % of the module's own
-/// instructions per request (bench/callgrind.py); a map of at most `kafka_max_topics` +
-/// `MAX_MISSING` + `MAX_LOOKUPS` names does not need its resistance to collisions.
+/// let `...-1009` and `...-1086` collide), seeded at random for each registry. SipHash, the
+/// standard map's, was 7 % of the module's own instructions per request
+/// (bench/callgrind.py); a map of at most `kafka_max_topics` + `MAX_MISSING` + `MAX_LOOKUPS`
+/// names does not need its resistance to collisions.
 #[derive(Clone, Copy)]
 pub struct NameHash(u64);
 

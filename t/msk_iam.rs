@@ -311,6 +311,7 @@ fn web_identity_token_fetched_and_refreshed_off_the_event_loop() {
         assert!(body.contains("\"no_token\""), "{body}");
         let r = post(nginx.port, "/in", "iam-t", b"{\"n\":1}");
         assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
         assert!(
             r.text().contains("\"error\":\"unavailable\""),
             "{}",
