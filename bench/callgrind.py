@@ -17,7 +17,7 @@ batch, and the difference with batches of 1.
 
 Usage: bench/callgrind.py [--n1 2000] [--n2 10000] [--batch 1000] [--top 25]
        [--nginx build/sbin/nginx] [--module build/modules/ngx_http_kafka_module.so]
-       [--json OUT]
+       [--option NAME VALUE]... [--no-batches-of-1] [--json OUT]
 """
 
 import argparse
@@ -52,10 +52,7 @@ http {{
     client_body_buffer_size 16k;
     keepalive_requests 1000000;
     kafka_brokers 127.0.0.1:{broker};
-    kafka_option linger.ms 10000;
-    kafka_option batch.num.messages {batch};
-    kafka_option compression.type lz4;
-    server {{
+{options}    server {{
         listen 127.0.0.1:{port};
         location = /ceiling {{ return 204; }}
         location = /module {{ kafka_ingest; kafka_topic $http_topic; kafka_allowed_topics bench-*; }}
@@ -69,8 +66,11 @@ def run(args, broker, path, n, batch, work):
     prefix = Path(tempfile.mkdtemp(prefix="cg-", dir=work))
     (prefix / "body").mkdir()
     port = free_port()
+    options = {"linger.ms": "10000", "batch.num.messages": str(batch), "compression.type": "lz4"}
+    options.update(args.option)
+    lines = "".join(f"    kafka_option {k} {v};\n" for k, v in options.items())
     (prefix / "nginx.conf").write_text(CONF.format(
-        module=args.module, prefix=prefix, broker=broker, batch=batch, port=port))
+        module=args.module, prefix=prefix, broker=broker, options=lines, port=port))
     out = prefix / "callgrind.out"
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--separate-threads=yes",
@@ -135,6 +135,11 @@ def main():
     ap.add_argument("--nginx", default=str(REPO / "build/sbin/nginx"))
     ap.add_argument("--module", default=str(REPO / "build/modules/ngx_http_kafka_module.so"))
     ap.add_argument("--json", help="write the figures here as JSON")
+    ap.add_argument("--option", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="a producer property for both contestants (kafka_option), to compare "
+                         "settings by their instructions")
+    ap.add_argument("--no-batches-of-1", action="store_true",
+                    help="skip the runs that measure a batch's own cost")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed (apt-get install valgrind)")
@@ -147,9 +152,9 @@ def main():
         wait_listen(broker_port, broker, "kafka-dev-broker")
         figures = {}
         files = {}
-        for name, path, batch in [("ceiling", "/ceiling", args.batch),
-                                  ("module", "/module", args.batch),
-                                  ("module, batches of 1", "/module", 1)]:
+        contestants = [("ceiling", "/ceiling", args.batch), ("module", "/module", args.batch),
+                       ("module, batches of 1", "/module", 1)]
+        for name, path, batch in contestants[:2 if args.no_batches_of_1 else 3]:
             small, _ = run(args, broker_port, path, args.n1, batch, work)
             big, prefix = run(args, broker_port, path, args.n2, batch, work)
             per = [(b[0] - s[0]) / (args.n2 - args.n1) for s, b in zip(small, big)]
@@ -159,14 +164,15 @@ def main():
             print(f"{name:>22}: {per[0]:9,.0f} Ir/request in nginx's thread, "
                   f"{sum(per[1:]):9,.0f} in librdkafka's, {sum(per):9,.0f} in all",
                   flush=True)
-        c, m, one = figures["ceiling"], figures["module"], figures["module, batches of 1"]
+        c, m = figures["ceiling"], figures["module"]
+        one = figures.get("module, batches of 1")
         extra = {k: m[k] - c[k] for k in c}
-        per_batch = one["total"] - m["total"]
+        per_batch = one["total"] - m["total"] if one else None
         print(f"\nThe module's extra instructions per request over the ceiling "
               f"(batches of {args.batch}): {extra['main']:,.0f} in nginx's thread, "
-              f"{extra['other_threads']:,.0f} in librdkafka's, {extra['total']:,.0f} in all; "
-              f"a batch costs about {per_batch * args.batch / max(args.batch - 1, 1):,.0f} "
-              f"more (batches of 1 against {args.batch}).")
+              f"{extra['other_threads']:,.0f} in librdkafka's, {extra['total']:,.0f} in all"
+              + (f"; a batch costs about {per_batch * args.batch / max(args.batch - 1, 1):,.0f} "
+                 f"more (batches of 1 against {args.batch})." if one else "."))
         n = args.n2 - args.n1
         fns = {}
         for name in ("ceiling", "module"):

@@ -158,6 +158,10 @@ pub struct LocationConf {
     pub ingest_at: Option<(String, usize)>,
     pub topic: *mut ngx_http_complex_value_t,
     pub key: *mut ngx_http_complex_value_t,
+    /// The variable `topic` and `key` consist of, if each is one variable and nothing else
+    /// (see `crate::http::value`); set at merge time.
+    pub topic_var: Option<ngx_uint_t>,
+    pub key_var: Option<ngx_uint_t>,
     pub allowed_topics: Option<Vec<TopicPattern>>,
     pub value_format: ngx_uint_t,
     pub retry_after: time_t,
@@ -217,6 +221,8 @@ impl Default for LocationConf {
             ingest_at: None,
             topic: ptr::null_mut(),
             key: ptr::null_mut(),
+            topic_var: None,
+            key_var: None,
             allowed_topics: None,
             value_format: UNSET_UINT,
             retry_after: UNSET_SEC,
@@ -1211,6 +1217,11 @@ pub unsafe fn merge_location(
     if conf.key.is_null() {
         conf.key = prev.key;
     }
+    // SAFETY: null, or compiled by `ngx_http_set_complex_value_slot` for the cycle.
+    conf.topic_var = unsafe { conf.topic.as_ref() }
+        .and_then(|cv| crate::http::lone_variable(cf, cv));
+    // SAFETY: as above.
+    conf.key_var = unsafe { conf.key.as_ref() }.and_then(|cv| crate::http::lone_variable(cf, cv));
     if conf.allowed_topics.is_none() {
         conf.allowed_topics = prev.allowed_topics.clone();
     }

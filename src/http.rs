@@ -5,10 +5,12 @@ mod body;
 mod handler;
 mod metrics;
 mod response;
+mod value;
 mod variables;
 
 pub use body::collect as collect_body;
 pub use handler::{answer_acked, ingest_handler, reading_failed, record, resume, RequestCtx};
 pub use metrics::{metrics_handler, ready_handler};
 pub use response::{send_accepted, send_bytes, send_rejection, Rejection};
+pub use value::{evaluate, lone_variable};
 pub use variables::add_variables;

@@ -11,6 +11,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule, Request};
 use core::ptr;
 
 use super::body;
+use super::value::evaluate;
 use super::response::{send_accepted, send_rejection, Rejection};
 use crate::conf::LocationConf;
 use crate::metrics::ACCEPTED;
@@ -71,10 +72,10 @@ pub unsafe extern "C" fn ingest_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     }
 
     // The evaluated topic lives in the request pool, as long as the request.
-    let topic = match lcf.topic().map(|cv| r.get_complex_value(cv)) {
+    let topic = match lcf.topic().map(|cv| evaluate(r, cv, lcf.topic_var)) {
         Some(Some(t)) => ngx_str_t {
-            len: t.as_bytes().len(),
-            data: t.as_bytes().as_ptr().cast_mut(),
+            len: t.len(),
+            data: t.as_ptr().cast_mut(),
         },
         Some(None) => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
         None => ngx_str_t::default(),
@@ -239,8 +240,8 @@ fn queue_event(r: &mut Request) -> ngx_int_t {
     }
 
     let value = lcf.value_format().value(&body);
-    let key = match lcf.key().map(|cv| r.get_complex_value(cv)) {
-        Some(Some(k)) if !k.is_empty() => Some(k.as_bytes()),
+    let key = match lcf.key().map(|cv| evaluate(r, cv, lcf.key_var)) {
+        Some(Some(k)) if !k.is_empty() => Some(k),
         Some(Some(_)) | None => None,
         Some(None) => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
     };
