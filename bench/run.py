@@ -84,6 +84,11 @@ LOCATIONS.update({"ceiling-1.28": "/ceiling", "module-1.28": "/module"})
 # The sweeps (full runs): ceiling and module, 1 worker, one round each.
 SWEEP_BODIES = (64, 512, 2048, 16384, 65536)
 SWEEP_CONNECTIONS = (64, 1000, 10000)
+# The linger sweep: at a tenth of the ceiling's rate, where batches are small and a batch's
+# own cost (LZ4 context, buffers, a request) is spread over few events, CPU per request for
+# each linger.ms, the ceiling paced alike for reference.
+SWEEP_LINGER_MS = (0, 5, 20, 50)
+SWEEP_LINGER_RATE = 0.1
 LOCATIONS.update({"module+spool": "/module", "module+durable": "/durable",
                   "module+batch": "/durable",
                   "module+acked": "/acked"})
@@ -116,7 +121,7 @@ COLLECT_LOCATION = """        location = /collect {
             kafka_topic $http_topic;
         }"""
 # The module's producer settings, as in nginx/nginx.conf; a sweep run replaces one of them.
-PRODUCER_OPTIONS = {"linger.ms": "5", "compression.type": "lz4"}
+PRODUCER_OPTIONS = {"linger.ms": "20", "compression.type": "lz4"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -1101,8 +1106,9 @@ CALLGRIND_BEFORE = {"main": 3007, "other_threads": 2257, "total": 5264}
 
 
 def goals(summary_1w, paced, soak, rss_bound_kb, acked=None, replay=None, collect=None,
-          sdk=None, cells=None, callgrind=None):
+          sdk=None, cells=None, callgrind=None, module_options=None):
     g = {}
+    module_options = module_options or PRODUCER_OPTIONS
     c, m = summary_1w.get("ceiling"), summary_1w.get("module")
     if c and m:
         # wrk on one core cannot saturate one worker on the other, so the served rate alone
@@ -1208,7 +1214,7 @@ def goals(summary_1w, paced, soak, rss_bound_kb, acked=None, replay=None, collec
             "value": ledger,
             "met": all(b <= a <= b + waited.get(c, 0) for c, (a, b) in ledger.items())}
     if acked:
-        linger = float(PRODUCER_OPTIONS["linger.ms"])
+        linger = float(module_options["linger.ms"])
         g["acked_delivered_at_least_answered_2xx"] = {
             "goal": "delivered >= answered 2xx",
             "value": {n: [s["delivered"], s["answered_2xx"]] for n, s in acked.items()},
@@ -1381,10 +1387,11 @@ def delivery_markdown(report):
                          f"{b['per_core']:.2f} per worker CPU-second (goal ≥ 0.80: "
                          f"{'yes' if b['met'] else 'no'})")
     if acked:
-        linger = float(PRODUCER_OPTIONS["linger.ms"])
+        opts = report["settings"].get("module_options", {"linger.ms": "5"})
+        linger = float(opts["linger.ms"])
         lines += ["", f"Acknowledged delivery (`module+acked`: `kafka_delivery acked`, the "
                   f"answer waits for the broker's delivery report; 1 worker, postdata.json, "
-                  f"linger.ms {PRODUCER_OPTIONS['linger.ms']}, kafka_ack_timeout 5s; goal "
+                  f"linger.ms {opts['linger.ms']}, kafka_ack_timeout 5s; goal "
                   f"p99 ≤ linger.ms + 5 = {linger + 5:g} ms):", "",
                   "| connections | req/s | ± | req/s per worker core | p50 ms | p99 ms "
                   "| p99 ≤ {:g} ms | answered 2xx | answered other | in Kafka |".format(linger + 5),
@@ -1502,8 +1509,9 @@ def markdown(report):
     lines += sweeps_markdown(report)
     if report.get("sweep"):
         lines.append("")
+        opts = report["settings"].get("module_options", {"linger.ms": "5"})
         lines.append("Producer settings (module, 1 worker, postdata.json; the rest as the "
-                     "headline: linger.ms 5, lz4):")
+                     f"headline: linger.ms {opts.get('linger.ms', '5')}, lz4):")
         lines.append("")
         lines.append("| settings | req/s | × ceiling | p99 ms | CPU ms / 10k req "
                      "| bytes to broker / event | delivered / 2xx |")
@@ -1577,6 +1585,25 @@ def sweeps_markdown(report):
                          f"| {r['served'] or 0:.2f} | {r['per_core'] or 0:.2f} "
                          f"| {r['ceiling_p99_ms']:.2f} / {r['module_p99_ms']:.2f} "
                          f"| {r['delivered']:,} / {r['answered_2xx']:,} | {r['errors']:,} |")
+    rows = report.get("linger_sweep") or []
+    if rows:
+        ceiling = next((r for r in rows if r["contestant"] == "ceiling"), None)
+        lines += ["", f"linger.ms at a tenth of the ceiling's rate (1 worker, postdata.json, "
+                  f"wrk paced, {rows[0]['connections']} connections, one round of "
+                  f"{report['settings'].get('sweep_s', 8)} s each): CPU per request, where "
+                  "batches are small and each batch's own cost counts:", "",
+                  "| linger.ms | req/s | CPU ms / 10k req | × ceiling's CPU | p99 ms "
+                  "| bytes to broker / event | delivered / 2xx |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            name = "ceiling" if r["contestant"] == "ceiling" else f"{r['linger_ms']}"
+            ratio = (f"{r['cpu_ms_per_10k'] / ceiling['cpu_ms_per_10k']:.2f}"
+                     if ceiling and ceiling["cpu_ms_per_10k"] else "—")
+            delivered = ("—" if r["contestant"] == "ceiling"
+                         else f"{r['delivered']:,} / {r['answered_2xx']:,}")
+            lines.append(f"| {name} | {r['rps']:,.0f} | {r['cpu_ms_per_10k']:.0f} | {ratio} "
+                         f"| {r['p99_ms']:.2f} | {r.get('broker_bytes_per_event') or '—'} "
+                         f"| {delivered} |")
     cg = report.get("callgrind")
     if cg:
         f, e = cg["figures"], cg["extra"]
@@ -1698,11 +1725,12 @@ def render(path, out_dir):
         report["goals"] = goals(headline, report["paced"], report["soak"],
                                 report["rss_bound_kb"], report.get("acked"),
                                 report.get("replay"), report.get("collect"), report.get("sdk"),
-                                report["cells"], report.get("callgrind"))
+                                report["cells"], report.get("callgrind"),
+                                report["settings"].get("module_options", {"linger.ms": "5"}))
     md = markdown(report)
     (out_dir / "latest.md").write_text(md)
     chart(report, out_dir / "latest.png")
-    if not report["quick"]:
+    if not report["quick"] and out_dir.resolve() == (BENCH / "results").resolve():
         update_readme(md)
     print(md)
 
@@ -1755,7 +1783,7 @@ def main():
     runner = Runner(s, workdir, bodies)
     results, paced_results, sweep, soak = [], [], [], None
     acked_results, replay, collect_results = [], None, []
-    sizes, conns_sweep, callgrind = [], [], None
+    sizes, conns_sweep, lingers, callgrind = [], [], [], None
     cells = [(1, "postdata"), (1, "2kb"), (os.cpu_count() or 1, "postdata"),
              (os.cpu_count() or 1, "2kb")]
     extra = (() if args.no_metrics else METRICS_CONTESTANTS) + \
@@ -1835,7 +1863,7 @@ def main():
 
         if s.sweep:
             variants = [
-                [("linger.ms", "0")], [("linger.ms", "50")],
+                [("linger.ms", "0")], [("linger.ms", "5")], [("linger.ms", "50")],
                 [("compression.type", "none")], [("compression.type", "zstd")],
                 [("compression.type", "gzip")],
                 [("batch.size", "16384")], [("batch.num.messages", "100")],
@@ -1863,6 +1891,18 @@ def main():
                     r = runner.run(c, 1, "postdata", s.sweep_duration, connections=n)
                     r["sweep"] = "connections"
                     conns_sweep.append(r)
+            low = headline["ceiling"]["rps"] * SWEEP_LINGER_RATE
+            low_conns = max(1, round(low * cycle_s))
+            log(f"linger sweep: {low:.0f} req/s, {low_conns} connections x 1 req / "
+                f"{delay_ms} ms")
+            for linger in (None,) + SWEEP_LINGER_MS:
+                c, options = (("ceiling", ()) if linger is None
+                              else ("module", [("linger.ms", str(linger))]))
+                r = runner.run(c, 1, "postdata", s.sweep_duration, options=options,
+                               delay_ms=delay_ms, connections=low_conns)
+                r["sweep"] = "linger"
+                r["linger_ms"] = linger
+                lingers.append(r)
 
         if VENDORED_NGINX.exists() and shutil.which("valgrind"):
             log("callgrind: instructions per request (vendored nginx)")
@@ -1883,7 +1923,7 @@ def main():
         # Keep what was measured for a look; latest.* stay as they were.
         partial = out_dir / f"{runner.run_id}.partial.json"
         partial.write_text(json.dumps({"runs": results + paced_results + acked_results
-                                       + collect_results + sizes + conns_sweep,
+                                       + collect_results + sizes + conns_sweep + lingers,
                                        "sweep": sweep, "replay": replay}, indent=1) + "\n")
         log(f"stopped early; runs so far in {partial}")
         raise
@@ -1935,13 +1975,17 @@ def main():
     report["collect"] = collect_summary(collect_results)
     report["body_sweep"] = sweep_summary(sizes, "body")
     report["connection_sweep"] = sweep_summary(conns_sweep, "connections")
+    report["linger_sweep"] = [
+        {k: r.get(k) for k in ("contestant", "linger_ms", "connections", "rps", "p99_ms",
+                               "cpu_ms_per_10k", "broker_bytes_per_event", "delivered",
+                               "answered_2xx")} for r in lingers]
     report["callgrind"] = callgrind
     report["sdk"] = sdk_size()
     report["goals"] = goals(headline, report["paced"], soak, bound_kb, report["acked"], replay,
                             report["collect"], report["sdk"], report["cells"],
                             report["callgrind"])
     report["runs"] = (results + paced_results + acked_results + collect_results + sizes
-                      + conns_sweep)
+                      + conns_sweep + lingers)
     report["elapsed_s"] = round(time.time() - started, 1)
 
     name = f"{runner.run_id}{'-quick' if s.quick else ''}"

@@ -219,7 +219,7 @@ fn post_1000(nginx: &Nginx) -> (u64, u64, u64) {
     }
 }
 
-/// The source document's test, on the example configuration (lz4, linger.ms 5, two or more
+/// The source document's test, on the example configuration (lz4, linger.ms 20, two or more
 /// workers): 1000 POSTs, and exactly 1000 messages in the topic, read through a consumer
 /// group, each byte-equal to postdata.json.
 #[test]
