@@ -1218,8 +1218,8 @@ pub unsafe fn merge_location(
         conf.key = prev.key;
     }
     // SAFETY: null, or compiled by `ngx_http_set_complex_value_slot` for the cycle.
-    conf.topic_var = unsafe { conf.topic.as_ref() }
-        .and_then(|cv| crate::http::lone_variable(cf, cv));
+    conf.topic_var =
+        unsafe { conf.topic.as_ref() }.and_then(|cv| crate::http::lone_variable(cf, cv));
     // SAFETY: as above.
     conf.key_var = unsafe { conf.key.as_ref() }.and_then(|cv| crate::http::lone_variable(cf, cv));
     if conf.allowed_topics.is_none() {

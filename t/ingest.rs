@@ -308,3 +308,58 @@ fn headers_reach_kafka() {
         ]
     );
 }
+
+/// `kafka_topic` and `kafka_key` that are one variable are read by the variable's index
+/// rather than through nginx's script engine: they must give what nginx's own evaluation
+/// gives. A braced header variable (`X-Topic` as `$http_x_topic`), an argument that is
+/// absent (no key), a variable of `set`, and a regex capture (`$1`, not a variable: the
+/// script engine's path) each reach their topic with their key.
+#[test]
+fn one_variable_topic_and_key_evaluate_as_nginx_does() {
+    let (_cluster, brokers) = cluster(&[("one", 1), ("two", 1)]);
+    let conf = conf_with(
+        "",
+        "location = /braced { kafka_ingest; kafka_topic ${http_x_topic}; \
+             kafka_allowed_topics one two; kafka_key $arg_k; }\n\
+         location = /set { set $t two; kafka_ingest; kafka_topic $t; \
+             kafka_allowed_topics one two; kafka_key ${t}; }\n\
+         location ~ ^/capture/(one|two)$ { kafka_ingest; kafka_topic $1; \
+             kafka_allowed_topics one two; }",
+    );
+    let nginx = Nginx::start_conf(&conf, &brokers);
+    let mut http = Http::connect(nginx.port);
+    let sent = [
+        ("/braced?k=u1", Some("one"), b"a".as_slice()),
+        ("/braced", Some("two"), b"b"),
+        ("/set", None, b"c"),
+        ("/capture/two", None, b"d"),
+    ];
+    for (path, topic, body) in sent {
+        let headers: Vec<(&str, &str)> = topic.map(|t| ("X-Topic", t)).into_iter().collect();
+        let r = http.request("POST", path, &headers, body);
+        assert_eq!(r.status, 204, "{path}: {}", r.text());
+    }
+    let r = http.request("POST", "/braced?k=u2", &[], b"e");
+    assert_eq!(r.status, 400, "no X-Topic: no topic");
+    assert!(r.text().contains("no_topic"), "{}", r.text());
+
+    let one = consume(&brokers, "one", 1, IDLE);
+    assert_eq!(one.len(), 1);
+    assert_eq!(
+        (one[0].value.as_slice(), one[0].key.as_deref()),
+        (&b"a"[..], Some(&b"u1"[..]))
+    );
+    let mut two: Vec<_> = consume(&brokers, "two", 3, IDLE)
+        .into_iter()
+        .map(|r| (r.value, r.key))
+        .collect();
+    two.sort();
+    assert_eq!(
+        two,
+        vec![
+            (b"b".to_vec(), None),
+            (b"c".to_vec(), Some(b"two".to_vec())),
+            (b"d".to_vec(), None)
+        ]
+    );
+}

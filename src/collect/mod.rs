@@ -193,7 +193,10 @@ fn queue(
     let Some(headers) = Headers::of(req, lcf, mcf, site) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    let fixed_key = match lcf.key().map(|cv| crate::http::evaluate(req, cv, lcf.key_var)) {
+    let fixed_key = match lcf
+        .key()
+        .map(|cv| crate::http::evaluate(req, cv, lcf.key_var))
+    {
         Some(Some(k)) if !k.is_empty() => Some(k.to_vec()),
         Some(Some(_)) | None => None,
         Some(None) => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
@@ -248,7 +251,10 @@ fn queue(
 fn topic(req: &mut Request, lcf: &LocationConf, site: &Site) -> Result<String, Rejection> {
     let name = match &site.topic {
         Some(t) => t.clone(),
-        None => match lcf.topic().map(|cv| crate::http::evaluate(req, cv, lcf.topic_var)) {
+        None => match lcf
+            .topic()
+            .map(|cv| crate::http::evaluate(req, cv, lcf.topic_var))
+        {
             Some(Some(t)) => String::from_utf8_lossy(t).into_owned(),
             _ => String::new(),
         },

@@ -11,8 +11,8 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule, Request};
 use core::ptr;
 
 use super::body;
-use super::value::evaluate;
 use super::response::{send_accepted, send_rejection, Rejection};
+use super::value::evaluate;
 use crate::conf::LocationConf;
 use crate::metrics::ACCEPTED;
 use crate::record::{check_topic, TopicError};

@@ -24,11 +24,7 @@ pub fn lone_variable(cf: &mut ngx_conf_t, cv: &ngx_http_complex_value_t) -> Opti
     };
     // `$1`…`$9` are regex captures, not variables.
     let first = *name.first()?;
-    if first.is_ascii_digit()
-        || !name
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || c == b'_')
-    {
+    if first.is_ascii_digit() || !name.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_') {
         return None;
     }
     let mut name = ngx_str_t {
