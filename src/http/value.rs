@@ -54,7 +54,16 @@ pub fn evaluate<'r>(
     let v = unsafe { ngx_http_get_flushed_variable(raw.cast_mut(), index) };
     // SAFETY: null, or the request's variable value.
     let v = unsafe { v.as_ref() }?;
-    let (len, not_found) = len_not_found(v);
+    let Bits {
+        len,
+        not_found,
+        no_cacheable,
+    } = bits(v);
+    if no_cacheable {
+        // Its bytes may be shared and change (`$time_local`): the complex value copies them
+        // into the request's pool, where they stay as long as the request.
+        return r.get_complex_value(cv).map(|v| v.as_bytes());
+    }
     if not_found || len == 0 || v.data.is_null() {
         return Some(&[]);
     }
@@ -62,15 +71,27 @@ pub fn evaluate<'r>(
     Some(unsafe { core::slice::from_raw_parts(v.data, len) })
 }
 
-/// A variable value's `len` and `not_found`, read in one load: bindgen's accessors go bit by
-/// bit (about 100 instructions for the two). nginx declares `unsigned len:28; valid:1;
+/// What `evaluate` reads of a variable value's bitfields.
+#[derive(Debug, PartialEq, Eq)]
+struct Bits {
+    len: usize,
+    not_found: bool,
+    no_cacheable: bool,
+}
+
+/// A variable value's bitfields, read in one load: bindgen's accessors go bit by bit (about
+/// 100 instructions for two of them). nginx declares `unsigned len:28; valid:1;
 /// no_cacheable:1; not_found:1; escape:1;` in the first 32 bits, low bits first on the
 /// little-endian machines nginx-kafka builds for; the test below holds it to the accessors.
-fn len_not_found(v: &ngx_variable_value_t) -> (usize, bool) {
+fn bits(v: &ngx_variable_value_t) -> Bits {
     // SAFETY: the bitfields are the struct's first four bytes (`_bitfield_1`, a `[u8; 4]`
     // unit at offset 0, aligned for u32 by `_bitfield_align_1`).
     let bits = unsafe { core::ptr::from_ref(v).cast::<u32>().read() };
-    ((bits & 0x0fff_ffff) as usize, bits & (1 << 30) != 0)
+    Bits {
+        len: (bits & 0x0fff_ffff) as usize,
+        no_cacheable: bits & (1 << 29) != 0,
+        not_found: bits & (1 << 30) != 0,
+    }
 }
 
 #[cfg(test)]
@@ -93,8 +114,23 @@ mod tests {
             v.set_not_found(not_found);
             v.set_escape(escape);
             v.set_no_cacheable(1 - valid);
-            assert_eq!(len_not_found(&v), (v.len() as usize, v.not_found() != 0));
-            assert_eq!(len_not_found(&v), (len as usize, not_found != 0));
+            let read = bits(&v);
+            assert_eq!(
+                read,
+                Bits {
+                    len: v.len() as usize,
+                    not_found: v.not_found() != 0,
+                    no_cacheable: v.no_cacheable() != 0
+                }
+            );
+            assert_eq!(
+                read,
+                Bits {
+                    len: len as usize,
+                    not_found: not_found != 0,
+                    no_cacheable: valid == 0
+                }
+            );
         }
     }
 }
