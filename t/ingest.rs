@@ -312,8 +312,9 @@ fn headers_reach_kafka() {
 /// `kafka_topic` and `kafka_key` that are one variable are read by the variable's index
 /// rather than through nginx's script engine: they must give what nginx's own evaluation
 /// gives. A braced header variable (`X-Topic` as `$http_x_topic`), an argument that is
-/// absent (no key), a variable of `set`, and a regex capture (`$1`, not a variable: the
-/// script engine's path) each reach their topic with their key.
+/// absent (no key), a variable of `set`, a regex capture (`$1`, not a variable: the
+/// script engine's path) and `$msec` (not cacheable: the script engine's path too) each
+/// reach their topic with their key.
 #[test]
 fn one_variable_topic_and_key_evaluate_as_nginx_does() {
     let (_cluster, brokers) = cluster(&[("one", 1), ("two", 1)]);
@@ -324,7 +325,8 @@ fn one_variable_topic_and_key_evaluate_as_nginx_does() {
          location = /set { set $t two; kafka_ingest; kafka_topic $t; \
              kafka_allowed_topics one two; kafka_key ${t}; }\n\
          location ~ ^/capture/(one|two)$ { kafka_ingest; kafka_topic $1; \
-             kafka_allowed_topics one two; }",
+             kafka_allowed_topics one two; }\n\
+         location = /msec { kafka_ingest; kafka_topic one; kafka_key $msec; }",
     );
     let nginx = Nginx::start_conf(&conf, &brokers);
     let mut http = Http::connect(nginx.port);
@@ -339,16 +341,27 @@ fn one_variable_topic_and_key_evaluate_as_nginx_does() {
         let r = http.request("POST", path, &headers, body);
         assert_eq!(r.status, 204, "{path}: {}", r.text());
     }
+    // `$msec` is not cacheable: evaluated as a complex value, into the request's pool.
+    let r = http.request("POST", "/msec", &[], b"f");
+    assert_eq!(r.status, 204, "{}", r.text());
     let r = http.request("POST", "/braced?k=u2", &[], b"e");
     assert_eq!(r.status, 400, "no X-Topic: no topic");
     assert!(r.text().contains("no_topic"), "{}", r.text());
 
-    let one = consume(&brokers, "one", 1, IDLE);
-    assert_eq!(one.len(), 1);
+    let one = consume(&brokers, "one", 2, IDLE);
+    assert_eq!(one.len(), 2);
     assert_eq!(
         (one[0].value.as_slice(), one[0].key.as_deref()),
         (&b"a"[..], Some(&b"u1"[..]))
     );
+    let msec = String::from_utf8(one[1].key.clone().expect("keyed by $msec")).unwrap();
+    let (secs, ms) = msec.split_once('.').expect("seconds.milliseconds");
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    assert!(
+        secs.len() >= 10 && ms.len() == 3 && digits(secs) && digits(ms),
+        "{msec}"
+    );
+    assert_eq!(one[1].value, b"f");
     let mut two: Vec<_> = consume(&brokers, "two", 3, IDLE)
         .into_iter()
         .map(|r| (r.value, r.key))
