@@ -140,6 +140,7 @@ class Settings:
         self.soak_sample = 2 if quick else 5
         self.sweep = not quick
         self.sweep_duration = 8
+        self.linger_rounds = 1 if quick else 3
         self.acked_rounds = 1 if quick else 3
         self.replay_events = 100_000 if quick else 1_000_000
         self.collect_rounds = 1 if quick else 3
@@ -431,6 +432,23 @@ class Nginx:
             total += int(fields[11]) + int(fields[12])
         return total / CLK_TCK
 
+    def thread_seconds(self):
+        """User + system time of the workers' own threads (nginx's event loops) and of their
+        other threads (librdkafka's, the module's helpers), apart."""
+        main = other = 0
+        for pid in self.workers():
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                ticks = int(fields[11]) + int(fields[12])
+                if task.name == str(pid):
+                    main += ticks
+                else:
+                    other += ticks
+        return main / CLK_TCK, other / CLK_TCK
+
     def rss_kb(self):
         """Resident memory of the workers, summed."""
         total = 0
@@ -614,6 +632,7 @@ class Runner:
             result["rss_kb_before"] = nginx.rss_kb()
             sent_before = self.broker.bytes_received()
             cpu0 = nginx.cpu_seconds()
+            threads0 = nginx.thread_seconds()
             samples = []
             if soak_sample:
                 w = self.soak_wrk(nginx, path, body, topic, shape, seconds, soak_sample, samples)
@@ -627,6 +646,7 @@ class Runner:
                     if scraper:
                         result["scrape"] = scraper_result(scraper, seconds)
             cpu1 = nginx.cpu_seconds()
+            threads1 = nginx.thread_seconds()
             result["rss_kb_after"] = nginx.rss_kb()
             sent_after = self.broker.bytes_received()
             if samples:
@@ -650,6 +670,9 @@ class Runner:
             "socket_errors": w["connect_errors"] + w["read_errors"] + w["write_errors"]
             + w["timeouts"],
             "cpu_ms_per_10k": round((cpu1 - cpu0) * 1000 / max(requests, 1) * 10000, 1),
+            # Of which the workers' other threads (librdkafka's): CPU that may run elsewhere.
+            "other_threads_cpu_ms_per_10k": round((threads1[1] - threads0[1]) * 1000
+                                                  / max(requests, 1) * 10000, 1),
             # Requests per second of worker CPU: what one core would serve at this cost.
             "rps_per_core": round(requests / (cpu1 - cpu0)) if cpu1 > cpu0 else None,
             "statuses": statuses,
@@ -1566,6 +1589,30 @@ def sweep_summary(results, key):
     return rows
 
 
+def linger_summary(runs):
+    """The linger sweep per point (the ceiling first): medians over its rounds, the
+    delivered and answered counts summed."""
+    rows = []
+    for point in [None] + sorted({r["linger_ms"] for r in runs} - {None}):
+        rs = [r for r in runs if r["linger_ms"] == point]
+        if not rs:
+            continue
+        rows.append({
+            "contestant": rs[0]["contestant"], "linger_ms": point, "rounds": len(rs),
+            "connections": rs[0]["connections"],
+            "rps": median([r["rps"] for r in rs]),
+            "p99_ms": median([r["p99_ms"] for r in rs]),
+            "cpu_ms_per_10k": median([r["cpu_ms_per_10k"] for r in rs]),
+            "other_threads_cpu_ms_per_10k": median(
+                [r.get("other_threads_cpu_ms_per_10k") or 0 for r in rs]),
+            "broker_bytes_per_event": (median([r["broker_bytes_per_event"] for r in rs])
+                                       if all(r.get("broker_bytes_per_event") for r in rs)
+                                       else None),
+            "delivered": sum(r["delivered"] for r in rs),
+            "answered_2xx": sum(r["answered_2xx"] for r in rs)})
+    return rows
+
+
 def sweeps_markdown(report):
     """The body-size and connection sweeps, and the instruction counts."""
     lines = []
@@ -1588,20 +1635,25 @@ def sweeps_markdown(report):
     rows = report.get("linger_sweep") or []
     if rows:
         ceiling = next((r for r in rows if r["contestant"] == "ceiling"), None)
+        rounds = rows[0].get("rounds", 1)
         lines += ["", f"linger.ms at a tenth of the ceiling's rate (1 worker, postdata.json, "
-                  f"wrk paced, {rows[0]['connections']} connections, one round of "
-                  f"{report['settings'].get('sweep_s', 8)} s each): CPU per request, where "
-                  "batches are small and each batch's own cost counts:", "",
-                  "| linger.ms | req/s | CPU ms / 10k req | × ceiling's CPU | p99 ms "
-                  "| bytes to broker / event | delivered / 2xx |",
-                  "|---:|---:|---:|---:|---:|---:|---:|"]
+                  f"wrk paced, {rows[0]['connections']} connections, {rounds} round(s) of "
+                  f"{report['settings'].get('sweep_s', 8)} s each, medians): CPU per request, "
+                  "where batches are small and each batch's own cost counts; librdkafka's "
+                  "threads apart, the part that wakes up once or more per batch:", "",
+                  "| linger.ms | req/s | CPU ms / 10k req | × ceiling's CPU "
+                  "| of which librdkafka's threads | p99 ms | bytes to broker / event "
+                  "| delivered / 2xx |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             name = "ceiling" if r["contestant"] == "ceiling" else f"{r['linger_ms']}"
             ratio = (f"{r['cpu_ms_per_10k'] / ceiling['cpu_ms_per_10k']:.2f}"
                      if ceiling and ceiling["cpu_ms_per_10k"] else "—")
             delivered = ("—" if r["contestant"] == "ceiling"
                          else f"{r['delivered']:,} / {r['answered_2xx']:,}")
+            other = r.get("other_threads_cpu_ms_per_10k")
             lines.append(f"| {name} | {r['rps']:,.0f} | {r['cpu_ms_per_10k']:.0f} | {ratio} "
+                         f"| {'—' if other is None else f'{other:.0f}'} "
                          f"| {r['p99_ms']:.2f} | {r.get('broker_bytes_per_event') or '—'} "
                          f"| {delivered} |")
     cg = report.get("callgrind")
@@ -1895,14 +1947,16 @@ def main():
             low_conns = max(1, round(low * cycle_s))
             log(f"linger sweep: {low:.0f} req/s, {low_conns} connections x 1 req / "
                 f"{delay_ms} ms")
-            for linger in (None,) + SWEEP_LINGER_MS:
-                c, options = (("ceiling", ()) if linger is None
-                              else ("module", [("linger.ms", str(linger))]))
-                r = runner.run(c, 1, "postdata", s.sweep_duration, options=options,
-                               delay_ms=delay_ms, connections=low_conns)
-                r["sweep"] = "linger"
-                r["linger_ms"] = linger
-                lingers.append(r)
+            for rnd in range(s.linger_rounds):
+                for linger in (None,) + SWEEP_LINGER_MS:
+                    c, options = (("ceiling", ()) if linger is None
+                                  else ("module", [("linger.ms", str(linger))]))
+                    r = runner.run(c, 1, "postdata", s.sweep_duration, options=options,
+                                   delay_ms=delay_ms, connections=low_conns)
+                    r["sweep"] = "linger"
+                    r["linger_ms"] = linger
+                    r["round"] = rnd + 1
+                    lingers.append(r)
 
         if VENDORED_NGINX.exists() and shutil.which("valgrind"):
             log("callgrind: instructions per request (vendored nginx)")
@@ -1975,10 +2029,7 @@ def main():
     report["collect"] = collect_summary(collect_results)
     report["body_sweep"] = sweep_summary(sizes, "body")
     report["connection_sweep"] = sweep_summary(conns_sweep, "connections")
-    report["linger_sweep"] = [
-        {k: r.get(k) for k in ("contestant", "linger_ms", "connections", "rps", "p99_ms",
-                               "cpu_ms_per_10k", "broker_bytes_per_event", "delivered",
-                               "answered_2xx")} for r in lingers]
+    report["linger_sweep"] = linger_summary(lingers)
     report["callgrind"] = callgrind
     report["sdk"] = sdk_size()
     report["goals"] = goals(headline, report["paced"], soak, bound_kb, report["acked"], replay,
