@@ -28,7 +28,7 @@ pub struct NameHash(u64);
 
 impl NameHash {
     fn random() -> NameHash {
-        NameHash(std::collections::hash_map::RandomState::new().hash_one(0x6b61_666b_61u64))
+        NameHash(std::collections::hash_map::RandomState::new().hash_one(0x6b_61_66_6b_61_u64))
     }
 }
 

@@ -71,7 +71,8 @@ pub unsafe extern "C" fn ingest_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         return reject_early(r, lcf, Rejection::MethodNotAllowed);
     }
 
-    // The evaluated topic lives in the request pool, as long as the request.
+    // The evaluated topic lives as long as the request: in its pool, or where the variable
+    // keeps it (a header's value in the request's header buffer).
     let topic = match lcf.topic().map(|cv| evaluate(r, cv, lcf.topic_var)) {
         Some(Some(t)) => ngx_str_t {
             len: t.len(),
